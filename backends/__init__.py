@@ -1,0 +1,1 @@
+"""Package-format backends. Format-specific code lives only below this package."""

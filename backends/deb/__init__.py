@@ -1,0 +1,1 @@
+"""Debian backend: .deb archives, APT repositories and the dpkg database."""

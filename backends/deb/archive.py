@@ -1,0 +1,106 @@
+"""Read a .deb as a stream: ar container, control.tar.* in memory, data.tar.* streamed.
+
+libarchive does the ar, tar and decompression work (xz, gzip, zstd, bzip2, none);
+the data member is piped from the outer ar reader into an inner tar reader,
+so contents go straight to the spool and no data.tar is ever held whole.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import libarchive
+import libarchive.exception
+
+from supermin.errors import ArchiveError
+from supermin.packages import PackageContents
+from supermin.spool import Spool
+from supermin.tarstream import CONTENT_BLOCK, tar_entries
+
+_REDOWNLOAD = "download the package again or remove it from the source"
+
+
+class _BlockStream(io.RawIOBase):
+    """A readable file over an iterator of byte blocks (the outer ar member)."""
+
+    def __init__(self, blocks: Iterator[bytes]) -> None:
+        self._blocks = blocks
+        self._pending = memoryview(b"")
+        # An error of the outer reader cannot cross the C callback: keep it and
+        # report it once the inner reader gives up.
+        self.error: libarchive.exception.ArchiveError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._pending:
+            try:
+                block = next(self._blocks, b"")
+            except libarchive.exception.ArchiveError as err:
+                self.error = err
+                return -1
+            if not block:
+                return 0
+            self._pending = memoryview(block)
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
+
+
+def _control_files(blob: bytes) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    with libarchive.memory_reader(blob) as control:
+        for member in control:
+            name = member.pathname.removeprefix("./")
+            if member.isreg and name and "/" not in name:
+                files[name] = b"".join(member.get_blocks())
+    return files
+
+
+def _corrupt(deb: Path, err: libarchive.exception.ArchiveError) -> ArchiveError:
+    return ArchiveError(f"{deb}: corrupt or truncated .deb ({err.msg})", _REDOWNLOAD)
+
+
+def read_deb(deb: Path, spool: Spool, origin: str) -> PackageContents:
+    """Open `deb` into its file entries (contents spooled) and control files."""
+    control: dict[str, bytes] | None = None
+    entries = None
+    try:
+        with libarchive.file_reader(str(deb), format_name="ar") as outer:
+            for member in outer:
+                name = member.pathname
+                if name.startswith("control.tar"):
+                    control = _control_files(b"".join(member.get_blocks(CONTENT_BLOCK)))
+                elif name.startswith("data.tar"):
+                    stream = _BlockStream(iter(member.get_blocks(CONTENT_BLOCK)))
+                    try:
+                        with libarchive.stream_reader(stream, format_name="tar") as data:
+                            entries = tar_entries(data, spool, origin, str(deb))
+                    except libarchive.exception.ArchiveError as err:
+                        raise stream.error or err from None
+    except libarchive.exception.ArchiveError as err:
+        raise _corrupt(deb, err) from None
+    except OSError as err:
+        raise ArchiveError(f"cannot read {deb}: {err.strerror}") from None
+    if control is None or "control" not in control or entries is None:
+        missing = "control.tar" if control is None or "control" not in control else "data.tar"
+        raise ArchiveError(f"{deb}: not a Debian package (no {missing} member)", _REDOWNLOAD)
+    return PackageContents(entries=entries, control_files=control)
+
+
+def read_control(deb: Path) -> dict[str, bytes]:
+    """Only the control files of `deb` (stops before the data member)."""
+    try:
+        with libarchive.file_reader(str(deb), format_name="ar") as outer:
+            for member in outer:
+                if member.pathname.startswith("control.tar"):
+                    return _control_files(b"".join(member.get_blocks(CONTENT_BLOCK)))
+    except libarchive.exception.ArchiveError as err:
+        raise _corrupt(deb, err) from None
+    except OSError as err:
+        raise ArchiveError(f"cannot read {deb}: {err.strerror}") from None
+    raise ArchiveError(f"{deb}: not a Debian package (no control.tar member)", _REDOWNLOAD)

@@ -1,0 +1,1 @@
+"""What comes from the build host rather than from package archives."""

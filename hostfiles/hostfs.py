@@ -1,0 +1,88 @@
+"""Describe files of the build host (or a --sysroot) as FileEntry records.
+
+Used for host-mode packages (contents copied from the installed system, as
+supermin 5 does) and for `hostfiles` globs. Hardlinked host files keep sharing
+one inode in the appliance; files the builder cannot read are counted and
+reported once instead of failing the build or being dropped silently.
+"""
+
+from __future__ import annotations
+
+import functools
+import grp
+import os
+import pwd
+import stat
+from pathlib import Path, PurePosixPath
+
+from supermin.entry import EntryKind, FileEntry, kind_from_st_mode
+
+
+@functools.cache
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+@functools.cache
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+class HostFiles:
+    def __init__(self, sysroot: Path = Path("/")) -> None:
+        self.sysroot = sysroot
+        self.unreadable: list[str] = []
+        self._inodes: dict[tuple[int, int], PurePosixPath] = {}
+
+    def host_path(self, image: PurePosixPath) -> Path:
+        return self.sysroot / str(image).lstrip("/")
+
+    def entry(self, image: PurePosixPath, origin: str) -> FileEntry | None:
+        """The entry for `image` as the host has it, or None if it does not exist."""
+        host = self.host_path(image)
+        try:
+            st = host.lstat()
+        except FileNotFoundError:
+            return None
+        except PermissionError:
+            self.unreadable.append(str(image))
+            return None
+        kind = kind_from_st_mode(st.st_mode)
+        target: str | None = None
+        content: Path | None = None
+        size = 0
+        if kind is EntryKind.SYMLINK:
+            target = os.readlink(host)
+        elif kind is EntryKind.FILE:
+            if not os.access(host, os.R_OK):
+                self.unreadable.append(str(image))
+                return None
+            key = (st.st_dev, st.st_ino)
+            first = self._inodes.setdefault(key, image) if st.st_nlink > 1 else image
+            if first != image:
+                kind, target = EntryKind.HARDLINK, str(first)
+            else:
+                content, size = host, st.st_size
+        return FileEntry(
+            path=image,
+            kind=kind,
+            mode=stat.S_IMODE(st.st_mode),
+            uid=st.st_uid,
+            gid=st.st_gid,
+            user=_user(st.st_uid),
+            group=_group(st.st_gid),
+            mtime=int(st.st_mtime),
+            size=size,
+            target=target,
+            rdev=(os.major(st.st_rdev), os.minor(st.st_rdev))
+            if kind in (EntryKind.CHAR, EntryKind.BLOCK)
+            else (0, 0),
+            origin=origin,
+            content=content,
+        )

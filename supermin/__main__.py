@@ -1,0 +1,3 @@
+from supermin.cli import main
+
+raise SystemExit(main())

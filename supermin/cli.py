@@ -1,0 +1,131 @@
+"""Command line: supermin 5's spelling (--prepare/--build) and subcommands (prepare/build)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from supermin import __version__
+from supermin.build import build, parse_format
+from supermin.errors import SuperminError, UsageError
+from supermin.prepare import Sources, prepare
+from supermin.report import Reporter
+
+_SUBCOMMANDS = {"prepare": "--prepare", "build": "--build"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="supermin",
+        description="Compile a small Linux appliance from distribution packages.",
+        epilog="supermin prepare PKG... -o DIR | supermin build DIR... -f chroot -o OUT",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--prepare",
+        dest="mode",
+        action="store_const",
+        const="prepare",
+        help="resolve packages and write a supermin.d directory",
+    )
+    mode.add_argument(
+        "--build",
+        dest="mode",
+        action="store_const",
+        const="build",
+        help="build an appliance from supermin.d directories",
+    )
+    parser.add_argument("args", nargs="*", metavar="PKG|DIR")
+    parser.add_argument("-o", "--output", type=Path, help="output directory or file")
+    parser.add_argument(
+        "-f", "--format", default=None, help="output format: chroot (alias fs, filesystem)"
+    )
+    parser.add_argument(
+        "--repo",
+        action="append",
+        type=Path,
+        default=[],
+        help="package source: a tree of .debs or an APT repository (repeatable);"
+        " default: the packages installed on this system",
+    )
+    parser.add_argument(
+        "--sysroot",
+        type=Path,
+        default=Path("/"),
+        help="use the installed packages of this root instead of /",
+    )
+    parser.add_argument(
+        "--use-installed",
+        action="store_true",
+        help="accepted for compatibility: installed packages are the default",
+    )
+    parser.add_argument("--host-cpu", help="target architecture (default: this machine's)")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("-V", "--version", action="store_true", help="print the version")
+    return parser
+
+
+def _normalise(argv: Sequence[str]) -> list[str]:
+    args = list(argv)
+    if args and args[0] in _SUBCOMMANDS:
+        args[0] = _SUBCOMMANDS[args[0]]
+    return args
+
+
+def _output(value: Path | None) -> Path:
+    if value is None:
+        raise UsageError("missing -o OUTPUT", "say where to write with -o")
+    text = str(value)
+    return Path(text[:-1] if len(text) > 1 and text.endswith("/") else text)
+
+
+def run(argv: Sequence[str], report: Reporter) -> int:
+    options = _parser().parse_args(_normalise(argv))
+    report.verbosity = options.verbose
+    if options.version:
+        print(f"supermin {__version__}")
+        return 0
+    sources = Sources(tuple(options.repo), options.sysroot, options.host_cpu)
+    if options.mode == "prepare":
+        if not options.args:
+            raise UsageError("--prepare needs at least one package name")
+        prepare(options.args, _output(options.output), sources, report)
+    elif options.mode == "build":
+        if not options.args:
+            raise UsageError("--build needs at least one input directory")
+        if options.format is None:
+            raise UsageError("--build needs -f FORMAT", "e.g. -f chroot")
+        build(
+            [Path(a) for a in options.args],
+            _output(options.output),
+            parse_format(options.format),
+            sources,
+            report,
+        )
+    else:
+        raise UsageError("say --prepare or --build (or: supermin prepare / supermin build)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    report = Reporter()
+    try:
+        return run(sys.argv[1:] if argv is None else argv, report)
+    except SuperminError as err:
+        if report.verbosity >= 1 or os.environ.get("SUPERMIN_DEBUG"):
+            traceback.print_exc()
+        print(f"supermin: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        # Anything the specific errors did not foresee still gets one line, not a traceback.
+        if report.verbosity >= 1:
+            traceback.print_exc()
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"supermin: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

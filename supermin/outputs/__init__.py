@@ -1,0 +1,1 @@
+"""Output writers: each consumes the merged FileEntry stream."""

@@ -1,0 +1,346 @@
+"""Write the entry stream as a directory tree, with or without root.
+
+Safe by construction: every name is created relative to the file descriptor of
+its parent directory, and that descriptor was reached from the root one
+component at a time with O_NOFOLLOW. Every creation is exclusive (O_EXCL,
+mkdir, mknod, symlink, link all fail on an existing name), so whatever the
+entries say, nothing is written through a symlink or outside the root.
+
+Without root the tree gets the builder's ownership and no device nodes; the
+mtree file written beside it (outputs.mtree) records the truth.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable, Sequence
+from pathlib import Path, PurePosixPath
+
+from supermin.entry import EntryKind, FileEntry
+from supermin.errors import OutputError
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# Directories stay writable by the builder until all their children exist.
+_BUILDING_DIR_MODE = 0o700
+_PRIVATE_MODE = 0o600
+_COPY_CHUNK = 1 << 30
+_READ_BUFFER = 1 << 20
+# copy_file_range(2) refuses some file pairs (across file systems before Linux 5.3
+# and again across file system types since 5.19, or on file systems without
+# support); sendfile(2) and then plain read/write take over.
+_COPY_UNSUPPORTED = frozenset(
+    {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM}
+)
+_HOSTILE = "the entry list is corrupt or hostile"
+
+Names = tuple[str, ...]
+
+
+def write_chroot(
+    entries: Sequence[FileEntry], root: Path, *, privileged: bool | None = None
+) -> None:
+    """Create every entry under the existing, empty directory `root`.
+
+    `privileged` (default: running as root) decides whether owners are set and
+    device nodes made. Sockets are never created. Directory modes and mtimes
+    are applied last, deepest first, so that read-only directories can still be
+    filled and their mtimes are not disturbed by their children.
+    """
+    if privileged is None:
+        privileged = os.geteuid() == 0
+    writer = _ChrootWriter(root, privileged)
+    try:
+        for entry in entries:
+            writer.add(entry)
+        writer.finish()
+    finally:
+        writer.close()
+
+
+def _names(path: PurePosixPath) -> Names:
+    """The components of an absolute image path, refusing any that could climb out."""
+    parts = path.parts
+    if not parts or parts[0] != "/":
+        raise ValueError(f"{str(path)!r} is not an absolute image path")
+    names = parts[1:]
+    for name in names:
+        if name in (".", "..") or "\0" in name:
+            raise ValueError(f"{str(path)!r} has a {name!r} component")
+    return names
+
+
+def _open_beneath(root_fd: int, names: Names) -> int:
+    """A new descriptor of the directory `names` below `root_fd`, never via a symlink."""
+    fd = os.dup(root_fd)
+    try:
+        for name in names:
+            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class _DirStack:
+    """Open descriptors of the directories leading to the most recent parent.
+
+    The entries come sorted, so consecutive entries share most of their parent
+    path: only the components that differ are closed and reopened.
+    """
+
+    def __init__(self, root_fd: int) -> None:
+        self._fds = [root_fd]
+        self._names: list[str] = []
+
+    def open(self, names: Names) -> int:
+        keep = 0
+        limit = min(len(names), len(self._names))
+        while keep < limit and names[keep] == self._names[keep]:
+            keep += 1
+        while len(self._names) > keep:
+            self._names.pop()
+            os.close(self._fds.pop())
+        for name in names[keep:]:
+            self._fds.append(os.open(name, _DIR_FLAGS, dir_fd=self._fds[-1]))
+            self._names.append(name)
+        return self._fds[-1]
+
+    def close(self) -> None:
+        """Close every descriptor but the root's, which belongs to the caller."""
+        while self._names:
+            self._names.pop()
+            os.close(self._fds.pop())
+
+
+def _pump(step: Callable[[int, int, int], int], src: int, dst: int, size: int) -> int:
+    copied = 0
+    while copied < size:
+        count = step(src, dst, min(size - copied, _COPY_CHUNK))
+        if count == 0:
+            break
+        copied += count
+    return copied
+
+
+def _by_copy_file_range(src: int, dst: int, count: int) -> int:
+    return os.copy_file_range(src, dst, count)
+
+
+def _by_sendfile(src: int, dst: int, count: int) -> int:
+    return os.sendfile(dst, src, None, count)
+
+
+def _by_read_write(src: int, dst: int, count: int) -> int:
+    data = os.read(src, min(count, _READ_BUFFER))
+    view = memoryview(data)
+    while view:
+        view = view[os.write(dst, view) :]
+    return len(data)
+
+
+def _copy_fd(src: int, dst: int, size: int) -> int:
+    """Copy `size` bytes from `src` to `dst` in the kernel when it can; return bytes copied."""
+    for step in (_by_copy_file_range, _by_sendfile):
+        try:
+            return _pump(step, src, dst, size)
+        except OSError as err:
+            # Only a refusal before anything was written can be retried another way.
+            if err.errno not in _COPY_UNSUPPORTED or os.lseek(dst, 0, os.SEEK_CUR) != 0:
+                raise
+    return _pump(_by_read_write, src, dst, size)
+
+
+def _hint(err: OSError, privileged: bool) -> str:
+    code = err.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return "the file system holding the output is full"
+    if code == errno.EROFS:
+        return "the output is on a read-only file system"
+    if code in (errno.EACCES, errno.EPERM):
+        if privileged:
+            return "refused even to root: a restricted container or file system?"
+        return "the output directory must be writable by the user running supermin"
+    if code == errno.EEXIST:
+        return "the path occurs twice in the entry list, or the output was not empty"
+    if code in (errno.ELOOP, errno.ENOTDIR):
+        return f"a parent of the path is a symlink or not a directory: {_HOSTILE}"
+    if code == errno.ENOENT:
+        return "a parent directory is missing from the entry list, or a content file vanished"
+    if code in (errno.EMFILE, errno.ENFILE):
+        return "too many open files"
+    if code == errno.EINVAL and privileged:
+        return "an owner id may not be mapped in this user namespace"
+    return ""
+
+
+class _ChrootWriter:
+    def __init__(self, root: Path, privileged: bool) -> None:
+        self.root = root
+        self.privileged = privileged
+        try:
+            self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as err:
+            raise OutputError(
+                f"cannot open the output directory {root}: {err.strerror}",
+                _hint(err, privileged),
+            ) from err
+        self.parents = _DirStack(self.root_fd)
+        self.files: set[PurePosixPath] = set()  # regular files written, for hardlinks
+        self.dirs: list[tuple[Names, FileEntry]] = []  # metadata applied by finish()
+
+    def close(self) -> None:
+        self.parents.close()
+        os.close(self.root_fd)
+
+    def _error(self, entry: FileEntry, err: OSError) -> OutputError:
+        return OutputError(
+            f"cannot write {entry.path} into {self.root}: {err.strerror}",
+            _hint(err, self.privileged),
+        )
+
+    def _refuse(self, entry: FileEntry, why: str, hint: str = _HOSTILE) -> OutputError:
+        return OutputError(f"cannot write {entry.path} into {self.root}: {why}", hint)
+
+    def add(self, entry: FileEntry) -> None:
+        try:
+            names = _names(entry.path)
+        except ValueError as err:
+            raise self._refuse(entry, str(err)) from None
+        try:
+            if not names:
+                if entry.kind is not EntryKind.DIR:
+                    raise self._refuse(entry, f"the root cannot be a {entry.kind}")
+                self.dirs.append((names, entry))
+                return
+            parent = self.parents.open(names[:-1])
+            self._create(parent, names, entry)
+        except OSError as err:
+            raise self._error(entry, err) from err
+        except ValueError as err:  # e.g. a NUL byte in a link target
+            raise self._refuse(entry, str(err)) from None
+
+    def _create(self, parent: int, names: Names, entry: FileEntry) -> None:
+        name = names[-1]
+        match entry.kind:
+            case EntryKind.DIR:
+                os.mkdir(name, _BUILDING_DIR_MODE, dir_fd=parent)
+                self.dirs.append((names, entry))
+            case EntryKind.FILE:
+                self._write_file(parent, name, entry)
+                self.files.add(entry.path)
+            case EntryKind.SYMLINK:
+                self._write_symlink(parent, name, entry)
+            case EntryKind.HARDLINK:
+                self._write_hardlink(parent, names, entry)
+            case EntryKind.FIFO:
+                os.mkfifo(name, _PRIVATE_MODE, dir_fd=parent)
+                self._finish_node(parent, name, entry)
+            case EntryKind.CHAR | EntryKind.BLOCK:
+                # Only root may make device nodes; the mtree records them for the others.
+                if self.privileged:
+                    device = os.makedev(*entry.rdev)
+                    mode = stat.S_IFCHR if entry.kind is EntryKind.CHAR else stat.S_IFBLK
+                    os.mknod(name, mode | _PRIVATE_MODE, device, dir_fd=parent)
+                    self._finish_node(parent, name, entry)
+            case EntryKind.SOCKET:
+                pass  # a socket only means something while a process listens on it
+
+    def _write_file(self, parent: int, name: str, entry: FileEntry) -> None:
+        fd = os.open(name, _NEW_FILE_FLAGS, _PRIVATE_MODE, dir_fd=parent)
+        try:
+            self._copy_content(fd, entry)
+            if self.privileged:
+                os.fchown(fd, entry.uid, entry.gid)
+            # After chown, which clears setuid/setgid.
+            os.fchmod(fd, entry.mode)
+            os.utime(fd, (entry.mtime, entry.mtime))
+        finally:
+            os.close(fd)
+
+    def _copy_content(self, dst: int, entry: FileEntry) -> None:
+        if entry.content is None:
+            if entry.size:
+                raise self._refuse(entry, f"no content for its {entry.size} bytes")
+            return
+        try:
+            src = os.open(entry.content, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as err:
+            raise self._refuse(
+                entry,
+                f"cannot read {entry.content}: {err.strerror}",
+                "its content file is unreadable or was removed while supermin ran",
+            ) from err
+        try:
+            actual = os.fstat(src).st_size
+            copied = _copy_fd(src, dst, entry.size) if actual == entry.size else actual
+        finally:
+            os.close(src)
+        if copied != entry.size:
+            raise self._refuse(
+                entry,
+                f"{entry.content} holds {copied} bytes, the entry says {entry.size}",
+                "a content file changed while supermin ran; build again",
+            )
+
+    def _write_symlink(self, parent: int, name: str, entry: FileEntry) -> None:
+        if not entry.target:
+            raise self._refuse(entry, "a symlink without a target")
+        os.symlink(entry.target, name, dir_fd=parent)
+        if self.privileged:
+            os.chown(name, entry.uid, entry.gid, dir_fd=parent, follow_symlinks=False)
+        os.utime(name, (entry.mtime, entry.mtime), dir_fd=parent, follow_symlinks=False)
+
+    def _write_hardlink(self, parent: int, names: Names, entry: FileEntry) -> None:
+        """Link to an earlier regular file; the inode already has its metadata."""
+        target = PurePosixPath(entry.target or "")
+        if target not in self.files:
+            raise self._refuse(entry, f"hardlink to {target}, which is not a file written before")
+        target_names = _names(target)
+        same_dir = target_names[:-1] == names[:-1]
+        source_dir = parent if same_dir else _open_beneath(self.root_fd, target_names[:-1])
+        try:
+            os.link(
+                target_names[-1],
+                names[-1],
+                src_dir_fd=source_dir,
+                dst_dir_fd=parent,
+                follow_symlinks=False,
+            )
+        finally:
+            if not same_dir:
+                os.close(source_dir)
+
+    def _finish_node(self, parent: int, name: str, entry: FileEntry) -> None:
+        if self.privileged:
+            os.chown(name, entry.uid, entry.gid, dir_fd=parent, follow_symlinks=False)
+        # chmod cannot refuse to follow a symlink with dir_fd, but the name was
+        # just created exclusively by us, so it is the node, not a symlink.
+        os.chmod(name, entry.mode, dir_fd=parent)
+        os.utime(name, (entry.mtime, entry.mtime), dir_fd=parent, follow_symlinks=False)
+
+    def finish(self) -> None:
+        """Apply directory owners, modes and mtimes, deepest first, the root last."""
+        for names, entry in sorted(self.dirs, key=lambda item: -len(item[0])):
+            try:
+                if names:
+                    parent = self.parents.open(names[:-1])
+                    fd = os.open(names[-1], _DIR_FLAGS, dir_fd=parent)
+                else:
+                    fd = os.dup(self.root_fd)
+                try:
+                    self._finish_dir(fd, entry)
+                finally:
+                    os.close(fd)
+            except OSError as err:
+                raise self._error(entry, err) from err
+
+    def _finish_dir(self, fd: int, entry: FileEntry) -> None:
+        if self.privileged:
+            os.fchown(fd, entry.uid, entry.gid)
+        os.fchmod(fd, entry.mode)
+        os.utime(fd, (entry.mtime, entry.mtime))

@@ -1,0 +1,104 @@
+"""The format-agnostic view of packages that the resolver and the build share.
+
+Backends (one module per package format) implement `Repository` and
+`PackageReader`; nothing outside `supermin.backends` knows whether a package
+is a .deb or an .rpm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from supermin.entry import FileEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """One requirement on a name, optionally versioned (`op` in <<, <=, =, >=, >>)."""
+
+    name: str
+    op: str | None = None
+    version: str | None = None
+    arch: str | None = None
+
+    def __str__(self) -> str:
+        text = self.name + (f":{self.arch}" if self.arch else "")
+        return f"{text} ({self.op} {self.version})" if self.op else text
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """Alternatives of which one must be installed; `strict` for Pre-Depends-like edges."""
+
+    alternatives: tuple[Relation, ...]
+    strict: bool = False
+
+    def __str__(self) -> str:
+        return " | ".join(str(rel) for rel in self.alternatives)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Package:
+    """A package some source offers. Identity (not value) equality: sources own them."""
+
+    name: str
+    version: str
+    arch: str
+    format: str
+    source: str  # human description of where it came from, for messages
+    location: Path | None = None  # the archive; None for installed packages
+    installed: bool = False
+    fields: dict[str, str] = field(default_factory=dict)  # raw metadata, backend-owned
+
+    @property
+    def nva(self) -> str:
+        return f"{self.name}-{self.version}.{self.arch}"
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A package script deferred to first boot."""
+
+    phase: str  # e.g. preinst, postinst (deb); pre, post (rpm)
+    stage: int  # scripts of a lower stage run first, for every package, before the next
+    body: bytes
+    arguments: tuple[str, ...]
+    interpreter: str
+
+
+@dataclass(frozen=True, slots=True)
+class PackageContents:
+    """What opening a package yields: its files, its scripts, its config files."""
+
+    entries: Sequence[FileEntry]
+    scripts: Sequence[Script] = ()
+    conffiles: Sequence[str] = ()
+    control_files: dict[str, bytes] = field(default_factory=dict)
+
+
+class Repository(Protocol):
+    """Everything the resolver needs to know about one package universe."""
+
+    def candidates(self, relation: Relation) -> list[Package]:
+        """Packages satisfying `relation`, most preferred first."""
+
+    def requirements(self, package: Package) -> list[Requirement]:
+        """What `package` needs installed (hard dependencies only)."""
+
+    def conflicts(self, package: Package, other: Package) -> bool:
+        """Whether the two cannot be installed together."""
+
+    def satisfies(self, package: Package, relation: Relation) -> bool:
+        """Whether `package` (by name or by what it provides) satisfies `relation`."""
+
+    def names(self) -> Iterator[str]:
+        """Every real package name known."""
+
+
+class PackageReader(Protocol):
+    """Opens a chosen package into entries and scripts."""
+
+    def open(self, package: Package) -> PackageContents: ...

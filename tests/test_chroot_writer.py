@@ -1,0 +1,505 @@
+"""The chroot writer and the mtree file beside it, on hand-built entry lists."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import pytest
+from support.debdata import cache_root
+from support.privileges import NOBODY, make_world_dir, run_unprivileged
+
+import supermin
+from supermin.entry import KIND_FORMAT_BITS, EntryKind, FileEntry
+from supermin.errors import ArchiveError, OutputError
+from supermin.outputs.chroot import write_chroot
+from supermin.outputs.mtree import read_mtree, write_mtree
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="owners and devices need root")
+
+T0 = 1_600_000_000
+BIG = os.urandom(3 * 1024 * 1024 + 17)  # several copy chunks' worth, odd size
+# Names the mtree must escape: space, '#', '=', '\', tab, newline, non-ASCII, non-UTF-8.
+WEIRD = "/weird name #=\\\t\n\u00e9" + os.fsdecode(b"\xff")
+
+
+def _entry(path: str, kind: EntryKind, mode: int, **fields: object) -> FileEntry:
+    return FileEntry(PurePosixPath(path), kind, mode, **fields)  # type: ignore[arg-type]
+
+
+def _file(content_dir: Path, path: str, mode: int, data: bytes, **fields: object) -> FileEntry:
+    source = content_dir / f"c{len(list(content_dir.iterdir()))}"
+    source.write_bytes(data)
+    source.chmod(0o644)
+    return _entry(path, EntryKind.FILE, mode, size=len(data), content=source, **fields)
+
+
+def _hardlink(target: FileEntry, path: str) -> FileEntry:
+    # As the merge step makes them: the set's metadata, no content of its own.
+    return FileEntry(
+        PurePosixPath(path),
+        EntryKind.HARDLINK,
+        target.mode,
+        target.uid,
+        target.gid,
+        target.user,
+        target.group,
+        target.mtime,
+        0,
+        str(target.path),
+    )
+
+
+def sample_entries(content_dir: Path, *, weird: bool = True) -> list[FileEntry]:
+    """Every kind of entry, each with its own mtime, sorted as the merge step sorts."""
+    content_dir.mkdir(exist_ok=True)
+    d, f, s = EntryKind.DIR, EntryKind.FILE, EntryKind.SYMLINK
+    ping = _file(content_dir, "/bin/ping", 0o4755, b"ping\n", mtime=T0 + 3)
+    sg = _file(content_dir, "/bin/sg", 0o2755, b"sg\n", gid=42, group="shadow", mtime=T0 + 4)
+    entries = [
+        _entry("/", d, 0o755, mtime=T0 + 1),
+        _entry("/bin", d, 0o755, mtime=T0 + 2),
+        ping,
+        _hardlink(ping, "/bin/ping6"),
+        sg,
+        _entry("/dev", d, 0o755, mtime=T0 + 5),
+        _entry("/dev/null", EntryKind.CHAR, 0o666, rdev=(1, 3), mtime=T0 + 6),
+        _entry("/dev/sda", EntryKind.BLOCK, 0o660, gid=6, group="disk", rdev=(8, 0), mtime=T0 + 7),
+        _entry("/empty", f, 0o644, mtime=T0 + 8),
+        _entry("/home", d, 0o755, mtime=T0 + 9),
+        _entry("/home/user", d, 0o700, uid=1, gid=1, user="daemon", group="daemon", mtime=T0 + 10),
+        _file(
+            content_dir,
+            "/home/user/big",
+            0o640,
+            BIG,
+            uid=70000,
+            gid=70001,
+            user="big",
+            group="big",
+            mtime=T0 + 11,
+        ),
+        _entry("/link-abs", s, 0o777, target="/bin/ping", mtime=T0 + 12),
+        _entry("/link-dangling", s, 0o777, target="/nonexistent/target", mtime=T0 + 13),
+        _entry(
+            "/link-rel",
+            s,
+            0o777,
+            target="bin/ping",
+            uid=1,
+            gid=1,
+            user="daemon",
+            group="daemon",
+            mtime=T0 + 14,
+        ),
+        _entry("/ro", d, 0o555, mtime=T0 + 15),
+        _file(content_dir, "/ro/file", 0o444, b"read only\n", mtime=T0 + 16),
+        _entry("/ro/locked", d, 0o000, mtime=T0 + 17),
+        _file(content_dir, "/ro/locked/secret", 0o000, b"secret\n", mtime=T0 + 18),
+        _entry("/run", d, 0o755, mtime=T0 + 19),
+        _entry("/run/fifo", EntryKind.FIFO, 0o620, mtime=T0 + 20),
+        _entry("/run/sock", EntryKind.SOCKET, 0o755, mtime=T0 + 21),
+        _entry("/srv", d, 0o2775, gid=50, group="staff", mtime=T0 + 22),
+        _entry("/tmp", d, 0o1777, mtime=T0 + 23),
+        _entry("/usr", d, 0o755, mtime=T0 + 24),
+        _entry("/usr/sbin", d, 0o755, mtime=T0 + 25),
+        _hardlink(sg, "/usr/sbin/sg"),
+    ]
+    if weird:
+        entries.append(_file(content_dir, WEIRD, 0o600, b"odd\n", mtime=T0 + 26))
+        entries.append(_entry(WEIRD + "-link", s, 0o777, target="../x y#\\", mtime=T0 + 27))
+    return sorted(entries, key=lambda e: e.path.parts)
+
+
+def _host(root: Path, path: PurePosixPath) -> Path:
+    return root / str(path).lstrip("/")
+
+
+def _targets(entries: list[FileEntry]) -> dict[str, FileEntry]:
+    return {str(e.path): e for e in entries if e.kind is EntryKind.FILE}
+
+
+def check_tree(root: Path, entries: list[FileEntry], *, owner: tuple[int, int] | None) -> None:
+    """Compare the tree with the entries; `owner` None means the entries' own owners."""
+    files = _targets(entries)
+    for entry in entries:
+        host = _host(root, entry.path)
+        if entry.kind is EntryKind.SOCKET or (
+            owner is not None and entry.kind in (EntryKind.CHAR, EntryKind.BLOCK)
+        ):
+            assert not os.path.lexists(host), entry.path
+            continue
+        st = host.lstat()
+        what = f"{entry.path}: {stat.filemode(st.st_mode)} {st.st_uid}:{st.st_gid}"
+        assert stat.S_IFMT(st.st_mode) == KIND_FORMAT_BITS[entry.kind], what
+        assert (st.st_uid, st.st_gid) == (owner or (entry.uid, entry.gid)), what
+        assert st.st_mtime == entry.mtime, what
+        if entry.kind is not EntryKind.SYMLINK:
+            assert stat.S_IMODE(st.st_mode) == entry.mode, what
+        if entry.kind is EntryKind.SYMLINK:
+            assert os.readlink(host) == entry.target
+        elif entry.kind is EntryKind.FILE:
+            assert entry.content is None or host.read_bytes() == entry.content.read_bytes()
+            assert st.st_size == entry.size
+        elif entry.kind is EntryKind.HARDLINK:
+            target = _host(root, files[entry.target or ""].path).lstat()
+            assert (st.st_ino, st.st_nlink, target.st_nlink) == (target.st_ino, 2, 2), what
+        elif entry.kind in (EntryKind.CHAR, EntryKind.BLOCK):
+            assert (os.major(st.st_rdev), os.minor(st.st_rdev)) == entry.rdev
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+# ------------------------------------------------------------------ as root
+
+
+@needs_root
+def test_root_writes_every_kind_exactly(tmp_path: Path) -> None:
+    entries = sample_entries(tmp_path / "content")
+    root = tmp_path / "root"
+    root.mkdir()
+    before = _open_fds()
+    write_chroot(entries, root, privileged=True)
+    assert _open_fds() == before
+    check_tree(root, entries, owner=None)
+    assert (root / "link-abs").is_symlink() and not (root / "link-dangling").exists()
+    assert (root / "link-rel").resolve() == (root / "bin/ping").resolve()
+
+
+# ------------------------------------------------------------------ as nobody
+
+UNPRIVILEGED_BUILD = """
+import pickle, sys
+from pathlib import Path
+from supermin.outputs.chroot import write_chroot
+from supermin.outputs.mtree import write_mtree
+entries = pickle.loads(Path(sys.argv[1]).read_bytes())
+Path(sys.argv[2]).mkdir()
+write_chroot(entries, Path(sys.argv[2]))
+write_mtree(entries, Path(sys.argv[3]))
+"""
+
+
+def _remove_tree(path: Path) -> None:
+    """rmtree that copes with the 0000 and 0555 directories a non-root build leaves."""
+    for top, dirs, _files in os.walk(path):
+        for name in dirs:
+            child = Path(top) / name
+            if not child.is_symlink():
+                child.chmod(0o700)
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def world_dir() -> Iterator[Path]:
+    """A scratch directory uid 65534 can use (pytest's tmp_path is 0700 root)."""
+    path = make_world_dir(cache_root() / "tmp" / f"chroot-writer-{uuid.uuid4().hex[:12]}")
+    try:
+        yield path
+    finally:
+        _remove_tree(path)
+
+
+def _world_readable_package(dest: Path) -> Path:
+    """A copy of the supermin package that uid 65534 can import (PYTHONPATH entry)."""
+    shutil.copytree(
+        Path(supermin.__file__).parent,
+        dest / "supermin",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    for top, dirs, files in os.walk(dest):
+        for name in dirs:
+            (Path(top) / name).chmod(0o755)
+        for name in files:
+            (Path(top) / name).chmod(0o644)
+    dest.chmod(0o755)
+    return dest
+
+
+def test_unprivileged_build_keeps_modes_and_records_the_truth(world_dir: Path) -> None:
+    entries = sample_entries(world_dir / "content")
+    (world_dir / "entries.pickle").write_bytes(pickle.dumps(entries))
+    package = _world_readable_package(world_dir / "python")
+    chroot, mtree = world_dir / "chroot", world_dir / "chroot.mtree"
+    env = {
+        **os.environ,
+        "HOME": "/nonexistent",
+        "PYTHONPATH": str(package),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    run_unprivileged(
+        [
+            sys.executable,
+            "-c",
+            UNPRIVILEGED_BUILD,
+            str(world_dir / "entries.pickle"),
+            str(chroot),
+            str(mtree),
+        ],
+        env=env,
+    )
+    me = (NOBODY, NOBODY) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    # Modes (setuid, setgid, sticky, 0555 and 0000 directories that still got their
+    # files) and mtimes as asked; the builder's owner; no device nodes, no socket.
+    check_tree(chroot, entries, owner=me)
+    assert (chroot / "ro/locked/secret").read_bytes() == b"secret\n"
+    records = {r["path"]: r for r in read_mtree(mtree)}
+    assert records["/dev/null"]["type"] == "char" and records["/dev/null"]["rdev"] == (1, 3)
+    assert records["/dev/sda"]["type"] == "block" and records["/dev/sda"]["rdev"] == (8, 0)
+    assert records["/dev/sda"]["gid"] == 6 and records["/dev/sda"]["gname"] == "disk"
+    assert records["/bin/ping"]["uid"] == 0 and records["/bin/ping"]["mode"] == 0o4755
+    assert records["/home/user/big"]["uid"] == 70000
+    assert records["/run/sock"]["type"] == "socket"
+    assert records["/tmp"]["mode"] == 0o1777 and records["/ro/locked"]["mode"] == 0
+
+
+# ------------------------------------------------------------------ hostile input
+
+
+@pytest.mark.parametrize("link", ["/", "../../..", "../../../.."])
+@pytest.mark.parametrize("kind", [EntryKind.FILE, EntryKind.DIR, EntryKind.SYMLINK, EntryKind.FIFO])
+def test_nothing_is_written_through_a_symlink(tmp_path: Path, link: str, kind: EntryKind) -> None:
+    root = tmp_path / "x" / "y" / "root"
+    root.mkdir(parents=True)
+    name = f"supermin-evil-{uuid.uuid4().hex}"
+    source = tmp_path / "evil-content"
+    source.write_bytes(b"evil\n")
+    evil = _entry(
+        f"/a/{name}",
+        kind,
+        0o644,
+        target="/",
+        size=5,
+        content=source if kind is EntryKind.FILE else None,
+    )
+    entries = [
+        _entry("/", EntryKind.DIR, 0o755),
+        _entry("/a", EntryKind.SYMLINK, 0o777, target=link),
+        evil,
+    ]
+    before = _open_fds()
+    with pytest.raises(OutputError, match=f"cannot write /a/{name} into"):
+        write_chroot(entries, root, privileged=os.geteuid() == 0)
+    assert _open_fds() == before
+    outside = (root / link).resolve() if not link.startswith("/") else Path(link)
+    assert not os.path.lexists(outside / name)
+    assert not any(name in p.name for p in tmp_path.rglob("*"))
+
+
+def test_dotdot_components_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    name = f"escape-{uuid.uuid4().hex}"
+    for path in (f"/../{name}", f"/sub/../../{name}"):
+        entry = FileEntry(PurePosixPath(path), EntryKind.DIR, 0o755)
+        with pytest.raises(OutputError, match="'..' component"):
+            write_chroot([_entry("/", EntryKind.DIR, 0o755), entry], root)
+    assert not (tmp_path / name).exists()
+
+
+def test_existing_symlink_is_never_replaced_or_followed(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me\n")
+    source = tmp_path / "content"
+    source.write_bytes(b"evil\n")
+    entries = [
+        _entry("/a", EntryKind.SYMLINK, 0o777, target=str(victim)),
+        _entry("/a", EntryKind.FILE, 0o644, size=5, content=source),
+    ]
+    with pytest.raises(OutputError, match="cannot write /a into") as caught:
+        write_chroot(entries, root)
+    assert "twice" in caught.value.hint
+    assert victim.read_bytes() == b"keep me\n"
+
+
+def test_hardlink_must_point_at_an_earlier_file(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "passwd").write_text("root:x:0:0\n")
+    root = tmp_path / "root"
+    root.mkdir()
+    entries = [
+        _entry("/etc", EntryKind.SYMLINK, 0o777, target=str(outside)),
+        _entry("/shadow", EntryKind.HARDLINK, 0o644, target="/etc/passwd"),
+    ]
+    with pytest.raises(OutputError, match="not a file written before"):
+        write_chroot(entries, root)
+    assert (outside / "passwd").stat().st_nlink == 1
+    assert not (root / "shadow").exists()
+
+
+def test_root_entry_must_be_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match="the root cannot be a symlink"):
+        write_chroot([_entry("/", EntryKind.SYMLINK, 0o777, target="/etc")], tmp_path)
+
+
+def test_content_size_mismatch_is_an_error(tmp_path: Path) -> None:
+    source = tmp_path / "content"
+    source.write_bytes(b"12345")
+    root = tmp_path / "root"
+    root.mkdir()
+    with pytest.raises(OutputError, match="holds 5 bytes, the entry says 4"):
+        write_chroot([_entry("/f", EntryKind.FILE, 0o644, size=4, content=source)], root)
+    with pytest.raises(OutputError, match="no content for its 3 bytes"):
+        write_chroot([_entry("/g", EntryKind.FILE, 0o644, size=3)], root)
+
+
+def test_missing_parent_names_the_entry(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match="cannot write /no/such into") as caught:
+        write_chroot([_entry("/no/such", EntryKind.DIR, 0o755)], tmp_path)
+    assert "missing" in caught.value.hint
+
+
+def test_unreadable_content_names_the_content_file(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    with pytest.raises(OutputError, match=f"cannot write /f into .*: cannot read {gone}"):
+        write_chroot([_entry("/f", EntryKind.FILE, 0o644, size=1, content=gone)], tmp_path)
+
+
+# ------------------------------------------------------------------ mtree
+
+
+def _expected(entries: list[FileEntry]) -> list[dict[str, object]]:
+    files = _targets(entries)
+    links: dict[str, int] = {}
+    for entry in entries:
+        if entry.kind is EntryKind.HARDLINK:
+            links[entry.target or ""] = links.get(entry.target or "", 1) + 1
+    inodes = {path: number for number, path in enumerate(links, start=1)}
+    expected = []
+    for entry in entries:
+        key = entry.target if entry.kind is EntryKind.HARDLINK else str(entry.path)
+        data = files[key or ""] if key in links else entry
+        symlink = entry.kind is EntryKind.SYMLINK
+        device = entry.kind in (EntryKind.CHAR, EntryKind.BLOCK)
+        expected.append(
+            {
+                "path": str(entry.path),
+                "type": {EntryKind.HARDLINK: "file", EntryKind.SYMLINK: "link"}.get(
+                    entry.kind, str(entry.kind)
+                ),
+                "mode": data.mode,
+                "uid": data.uid,
+                "gid": data.gid,
+                "uname": data.user,
+                "gname": data.group,
+                "mtime": data.mtime,
+                "size": data.size if data.kind is EntryKind.FILE else 0,
+                "link": entry.target if symlink else None,
+                "rdev": entry.rdev if device else (0, 0),
+                "nlink": links.get(key or "", 0),
+                "inode": inodes.get(key or "", 0),
+            }
+        )
+    return expected
+
+
+def test_mtree_round_trips_every_field_of_every_kind(tmp_path: Path) -> None:
+    entries = sample_entries(tmp_path / "content")
+    mtree = tmp_path / "image.mtree"
+    write_mtree(entries, mtree)
+    assert read_mtree(mtree) == _expected(entries)
+    text = mtree.read_text(encoding="ascii")
+    assert "./weird\\040name\\040\\043\\075\\134\\011\\012\\303\\251\\377 type=file" in text
+    assert "./bin/ping6 type=file mode=4755" in text and " nlink=2 inode=1" in text
+
+
+def test_mtree_is_deterministic(tmp_path: Path) -> None:
+    entries = sample_entries(tmp_path / "content")
+    write_mtree(entries, tmp_path / "one")
+    write_mtree(entries, tmp_path / "two")
+    assert (tmp_path / "one").read_bytes() == (tmp_path / "two").read_bytes()
+
+
+def test_reading_the_mtree_never_looks_at_the_described_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entries = sample_entries(tmp_path / "content", weird=False)
+    write_mtree(entries, tmp_path / "image.mtree")
+    # Files at the described paths, relative to the current directory, that differ.
+    decoy = tmp_path / "decoy"
+    (decoy / "bin").mkdir(parents=True)
+    (decoy / "bin/ping").write_bytes(b"much longer than five bytes\n")
+    (decoy / "dev").mkdir()
+    (decoy / "dev/null").write_bytes(b"")
+    monkeypatch.chdir(decoy)
+    records = {r["path"]: r for r in read_mtree(tmp_path / "image.mtree")}
+    assert records["/bin/ping"]["size"] == 5
+    assert records["/dev/null"]["type"] == "char"
+
+
+def test_bsdtar_lists_the_mtree(tmp_path: Path) -> None:
+    bsdtar = shutil.which("bsdtar")
+    assert bsdtar, "bsdtar is missing: apt-get install libarchive-tools"
+    # libarchive reads type=socket as a file with a warning, and bsdtar then exits 1.
+    entries = [
+        e
+        for e in sample_entries(tmp_path / "content", weird=False)
+        if e.kind is not EntryKind.SOCKET
+    ]
+    mtree = tmp_path / "image.mtree"
+    write_mtree(entries, mtree)
+    names = subprocess.run(
+        [bsdtar, "-tf", str(mtree)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert names == ["." if e.path.parts == ("/",) else "." + str(e.path) for e in entries]
+    verbose = subprocess.run(
+        [bsdtar, "-tvf", str(mtree)], capture_output=True, text=True, check=True
+    ).stdout
+    lines = {line.split()[-1]: line for line in verbose.splitlines() if "->" not in line}
+    assert lines["./dev/null"].startswith("crw-rw-rw-") and " 1,3 " in lines["./dev/null"]
+    assert lines["./bin/ping"].startswith("-rwsr-xr-x  2 root")
+    assert lines["./tmp"].startswith("drwxrwxrwt")
+
+
+def test_read_mtree_refuses_what_libarchive_does_not_understand(tmp_path: Path) -> None:
+    mtree = tmp_path / "bad.mtree"
+    mtree.write_text("#mtree\n./x type=door mode=0644 uid=0 gid=0 time=1.0\n")
+    with pytest.raises(ArchiveError, match="libarchive cannot read ./x"):
+        read_mtree(mtree)
+
+
+def test_mtree_refuses_a_hardlink_to_nothing(tmp_path: Path) -> None:
+    entries = [_entry("/x", EntryKind.HARDLINK, 0o644, target="/missing")]
+    with pytest.raises(OutputError, match="hardlink target /missing"):
+        write_mtree(entries, tmp_path / "image.mtree")
+
+
+# ------------------------------------------------------------------ speed
+
+
+def test_time_writing_twenty_thousand_small_files(tmp_path: Path) -> None:
+    source = tmp_path / "content"
+    source.write_bytes(b"x" * 600)
+    entries = [_entry("/", EntryKind.DIR, 0o755)]
+    for d in range(200):
+        entries.append(_entry(f"/d{d:03}", EntryKind.DIR, 0o755, mtime=T0))
+        entries.extend(
+            _entry(f"/d{d:03}/f{f:03}", EntryKind.FILE, 0o644, size=600, content=source, mtime=T0)
+            for f in range(100)
+        )
+    root = tmp_path / "root"
+    root.mkdir()
+    started = time.perf_counter()
+    write_chroot(entries, root)
+    chroot_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    write_mtree(entries, tmp_path / "image.mtree")
+    mtree_seconds = time.perf_counter() - started
+    print(
+        f"\nwrite_chroot: {len(entries)} entries in {chroot_seconds:.2f}s; "
+        f"write_mtree: {mtree_seconds:.2f}s"
+    )
+    assert sum(len(files) for _, _, files in os.walk(root)) == 20_000
