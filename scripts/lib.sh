@@ -36,6 +36,7 @@ ensure_venv() {
     say "installing supermin into $VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check "$REPO[test]" 2>&1 \
         | grep -v '^WARNING: Location' >&2 || true
-    "$VENV/bin/python" -c 'import supermin.backends.deb' >/dev/null
+    # From /: the checkout's own supermin/ must not shadow the installed package.
+    (cd / && "$VENV/bin/python" -c 'import supermin.backends.deb')
     chmod -R a+rX "$VENV"
 }
