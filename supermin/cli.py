@@ -69,10 +69,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_TAKES_VALUE = {"-o", "--output", "-f", "--format", "--repo", "--sysroot", "--host-cpu"}
+
+
 def _normalise(argv: Sequence[str]) -> list[str]:
+    """Turn the subcommand word (the first operand, wherever it stands) into its flag."""
     args = list(argv)
-    if args and args[0] in _SUBCOMMANDS:
-        args[0] = _SUBCOMMANDS[args[0]]
+    index = 0
+    while index < len(args):
+        word = args[index]
+        if word in _TAKES_VALUE:
+            index += 2
+            continue
+        if not word.startswith("-"):
+            if word in _SUBCOMMANDS:
+                args[index] = _SUBCOMMANDS[word]
+            break
+        index += 1
     return args
 
 
