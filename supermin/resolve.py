@@ -5,17 +5,23 @@ candidates and requirements. Nodes are package names (one version of a name
 per appliance) carrying the chosen `Package`; an edge A -> B means "A depends
 on B", with `strict=True` for Pre-Depends-like edges.
 
-Choice is greedy and deterministic: roots in sorted order, breadth first; a
-requirement already met by a chosen package adds only an edge; otherwise the
-first alternative with an installable candidate wins, taking the repository's
-most preferred candidate that neither clashes with a chosen package of the
-same name nor conflicts with one.
+Choice is greedy and deterministic, and walks the graph the way apt does
+(`apt-get install --no-install-recommends` into an empty system): every root
+is chosen first (in sorted order), then each root's requirements are followed
+depth first, in the order the package lists them, so a dependency's own
+closure is complete before its parent's next requirement is looked at. An OR
+group therefore sees what earlier requirements pulled in, as apt's does
+(breadth first, `python3-exceptiongroup | python3 (>> 3.11)` would pick the
+first alternative before python3 is in). A requirement already met by a
+chosen package adds only an edge; otherwise the first alternative with an
+installable candidate wins, taking the repository's most preferred candidate
+that neither clashes with a chosen package of the same name nor conflicts
+with one.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import networkx as nx
@@ -129,7 +135,7 @@ class _Resolver:
         )
 
     def run(self, roots: Sequence[str]) -> None:
-        queue: deque[Package] = deque()
+        chosen_roots: list[Package] = []
         for name in roots:
             if name in self.graph:
                 self.graph.nodes[name]["root"] = True
@@ -141,23 +147,34 @@ class _Resolver:
                 continue
             self.add(candidate, root=True)
             self.parent[candidate.name] = None
-            queue.append(candidate)
-        while queue:
-            package = queue.popleft()
-            for requirement in self.repo.requirements(package):
-                dependency = self.satisfied_by(requirement)
-                if dependency is None:
-                    dependency = self.choose(package, requirement)
-                    self.add(dependency, root=False)
-                    self.parent[dependency.name] = (package.name, requirement)
-                    queue.append(dependency)
-                if dependency.name != package.name:
-                    strict = requirement.strict or self.graph.edges.get(
-                        (package.name, dependency.name), {}
-                    ).get("strict", False)
-                    self.graph.add_edge(
-                        package.name, dependency.name, strict=strict, requirement=str(requirement)
-                    )
+            chosen_roots.append(candidate)
+        for root in chosen_roots:
+            self.follow(root)
+
+    def follow(self, root: Package) -> None:
+        """Depth first from `root`, with an explicit stack: real chains run deep."""
+        stack: list[tuple[Package, Iterator[Requirement]]] = [
+            (root, iter(self.repo.requirements(root)))
+        ]
+        while stack:
+            package, pending = stack[-1]
+            requirement = next(pending, None)
+            if requirement is None:
+                stack.pop()
+                continue
+            dependency = self.satisfied_by(requirement)
+            if dependency is None:
+                dependency = self.choose(package, requirement)
+                self.add(dependency, root=False)
+                self.parent[dependency.name] = (package.name, requirement)
+                stack.append((dependency, iter(self.repo.requirements(dependency))))
+            if dependency.name != package.name:
+                strict = requirement.strict or self.graph.edges.get(
+                    (package.name, dependency.name), {}
+                ).get("strict", False)
+                self.graph.add_edge(
+                    package.name, dependency.name, strict=strict, requirement=str(requirement)
+                )
 
 
 def known_roots(repo: Repository, names: Iterable[str]) -> tuple[list[str], list[str]]:
