@@ -47,9 +47,17 @@ class Stage:
 
     def commit(self) -> None:
         for number, (staged, target) in enumerate(self._outputs):
+            old = self.scratch / f"old-{number}"
             if target.exists() or target.is_symlink():
-                os.rename(target, self.scratch / f"old-{number}")
-            os.rename(staged, target)
+                os.rename(target, old)
+            try:
+                os.rename(staged, target)
+            except OSError as err:
+                if old.exists() or old.is_symlink():
+                    os.rename(old, target)  # put the previous output back
+                raise OutputError(
+                    f"cannot move the new output into {target}: {err.strerror}"
+                ) from None
 
 
 @contextmanager

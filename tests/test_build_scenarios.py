@@ -10,14 +10,14 @@ import tarfile
 from pathlib import Path
 
 from support.debdata import build_deb, build_update_debs, real_pool, write_flat_index
-from support.product import scratch_dir, supermin_here, supermin_nobody
+from support.product import build_in, prepare_in, scratch_dir, supermin_here, supermin_nobody
 
 
 def test_security_update_picked_up_by_rebuild_without_prepare() -> None:
     work = scratch_dir("update")
     pool = work / "pool"
     build_update_debs(pool, "1.0")
-    supermin_nobody(["prepare", "tp-update", "--repo", str(pool), "-o", str(work / "d")])
+    prepare_in(work, ["tp-update"], pool)
     supermin_nobody(
         ["build", str(work / "d"), "--repo", str(pool), "-f", "chroot", "-o", str(work / "c")]
     )
@@ -38,7 +38,7 @@ def test_highest_version_wins_when_both_are_offered() -> None:
     work = scratch_dir("both")
     build_update_debs(work / "pool", "1.0")
     build_update_debs(work / "pool", "1.1")
-    supermin_nobody(["prepare", "tp-update", "--repo", str(work / "pool"), "-o", str(work / "d")])
+    prepare_in(work, ["tp-update"], work / "pool")
     supermin_nobody(
         ["build", str(work / "d"), "--repo", str(work / "pool"), "-f", "fs", "-o", str(work / "c")]
     )
@@ -48,25 +48,14 @@ def test_highest_version_wins_when_both_are_offered() -> None:
 def test_usrmerge_symlink_from_a_base_tarball_redirects_package_files() -> None:
     work = scratch_dir("usrmerge")
     build_update_debs(work / "pool", "1.0")
-    supermin_nobody(["prepare", "tp-update", "--repo", str(work / "pool"), "-o", str(work / "d")])
+    prepare_in(work, ["tp-update"], work / "pool")
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
         link = tarfile.TarInfo("lib")
         link.type, link.linkname = tarfile.SYMTYPE, "usr/lib"
         tar.addfile(link)
     (work / "d" / "usrmerge.tar.gz").write_bytes(gzip.compress(raw.getvalue()))
-    supermin_nobody(
-        [
-            "build",
-            str(work / "d"),
-            "--repo",
-            str(work / "pool"),
-            "-f",
-            "chroot",
-            "-o",
-            str(work / "c"),
-        ]
-    )
+    build_in(work, work / "pool")
     assert (work / "c/lib").is_symlink()
     assert (work / "c/usr/lib/tp-update/data.txt").read_text() == "data 1.0\n"
 
@@ -157,7 +146,7 @@ def test_synthetic_package_with_scripts_and_provides(tmp_path: Path) -> None:
         depends="tp-virtual (>= 2)",
         scripts={"postinst": "#!/bin/sh\necho app\n"},
     )
-    supermin_nobody(["prepare", "tp-app", "--repo", str(pool), "-o", str(work / "d")])
+    prepare_in(work, ["tp-app"], pool)
     supermin_nobody(
         ["build", str(work / "d"), "--repo", str(pool), "-f", "chroot", "-o", str(work / "c")]
     )

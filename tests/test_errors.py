@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 
 from support.debdata import build_deb, real_pool
-from support.product import listing, scratch_dir, supermin_nobody
+from support.product import build_in, listing, prepare_in, scratch_dir, supermin_nobody
 
 
 def _assert_one_line_error(stderr: str, *needles: str) -> None:
@@ -59,7 +59,7 @@ def test_truncated_deb_fails_build_and_keeps_previous_output() -> None:
     work = scratch_dir("corrupt")
     pool = work / "pool"
     shutil.copytree(real_pool(["hello"]), pool)
-    supermin_nobody(["prepare", "hello", "--repo", str(pool), "-o", str(work / "d")])
+    prepare_in(work, ["hello"], pool)
     supermin_nobody(
         ["build", str(work / "d"), "--repo", str(pool), "-f", "chroot", "-o", str(work / "c")]
     )
@@ -172,20 +172,8 @@ def test_dotdot_member_is_refused() -> None:
         work / "pool" / "tp-hostile_1.0_all.deb", [_file("./usr/../../../escaped-by-dotdot")]
     )
     os.chmod(work / "pool", 0o755)
-    supermin_nobody(["prepare", "tp-hostile", "--repo", str(work / "pool"), "-o", str(work / "d")])
-    result = supermin_nobody(
-        [
-            "build",
-            str(work / "d"),
-            "--repo",
-            str(work / "pool"),
-            "-f",
-            "chroot",
-            "-o",
-            str(work / "c"),
-        ],
-        check=False,
-    )
+    prepare_in(work, ["tp-hostile"], work / "pool")
+    result = build_in(work, work / "pool", check=False)
     assert result.returncode != 0
     _assert_one_line_error(result.stderr, "'..'", "tp-hostile_1.0_all.deb")
     assert _names(work) == {"pool", "d"}
@@ -207,19 +195,8 @@ def test_symlink_escape_stays_inside_the_output() -> None:
         ],
     )
     os.chmod(work / "pool", 0o755)
-    supermin_nobody(["prepare", "tp-hostile", "--repo", str(work / "pool"), "-o", str(work / "d")])
-    supermin_nobody(
-        [
-            "build",
-            str(work / "d"),
-            "--repo",
-            str(work / "pool"),
-            "-f",
-            "chroot",
-            "-o",
-            str(work / "c"),
-        ]
-    )
+    prepare_in(work, ["tp-hostile"], work / "pool")
+    build_in(work, work / "pool")
     assert list(outside.iterdir()) == []
     inside = work / "c" / str(outside).lstrip("/")
     assert (inside / "evil").read_text() == "owned\n"

@@ -82,3 +82,22 @@ def listing(root: Path) -> dict[str, tuple[str, int, int, str, str]]:
             full = Path(top) / name
             result["/" + str(full.relative_to(root))] = describe(full)
     return result
+
+
+def prepare_in(
+    work: Path, roots: Sequence[str], repo: Path, *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`supermin prepare ROOTS --repo REPO -o WORK/d` as uid 65534, offline."""
+    return supermin_nobody(
+        ["prepare", *roots, "--repo", str(repo), "-o", str(work / "d")], check=check
+    )
+
+
+def build_in(
+    work: Path, repo: Path, *, fmt: str = "chroot", check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`supermin build WORK/d --repo REPO -f FMT -o WORK/c` as uid 65534, offline."""
+    return supermin_nobody(
+        ["build", str(work / "d"), "--repo", str(repo), "-f", fmt, "-o", str(work / "c")],
+        check=check,
+    )

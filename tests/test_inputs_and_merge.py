@@ -1,0 +1,136 @@
+"""supermin.d sniffing and the merge step, on small inputs made here."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tarfile
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from supermin.entry import EntryKind, FileEntry
+from supermin.errors import ArchiveError, InputError
+from supermin.inputs import read_inputs, tarball_entries
+from supermin.merge import Layer, merge
+from supermin.spool import Spool
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.uid, info.uname = len(data), 0o640, 7, "lp"
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+@pytest.mark.parametrize("compressor", ["cat", "gzip", "xz", "zstd", "bzip2"])
+def test_tarballs_are_sniffed_by_content_whatever_the_compression(
+    tmp_path: Path, compressor: str
+) -> None:
+    packed = subprocess.run(
+        [compressor, "-c"] if compressor != "cat" else ["cat"],
+        input=_tar({"etc/motd": b"hi\n"}),
+        capture_output=True,
+        check=True,
+    ).stdout
+    (tmp_path / "init.img").write_bytes(packed)  # the name says nothing
+    appliance = read_inputs([tmp_path])
+    assert appliance.tarballs == [tmp_path / "init.img"]
+    [entry] = tarball_entries(tmp_path / "init.img", Spool(tmp_path / "spool"))
+    assert (entry.path, entry.mode, entry.uid, entry.user) == (
+        PurePosixPath("/etc/motd"),
+        0o640,
+        7,
+        "lp",
+    )
+    assert entry.content is not None and entry.content.read_bytes() == b"hi\n"
+
+
+def test_text_inputs_are_packages_hostfiles_and_excludes(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("bash\ncoreutils\n")
+    (tmp_path / "b").write_text("/etc/ld.so.cache\n/usr/share/augeas/lenses/*.aug\n")
+    (tmp_path / "c").write_text("-/usr/share/doc/*\n-/usr/share/man/*\n")
+    (tmp_path / "d").write_text("bash\nhello\n")
+    (tmp_path / "empty").write_text("")
+    appliance = read_inputs([tmp_path])
+    assert appliance.packages == ["bash", "coreutils", "hello"]
+    assert appliance.hostfiles == ["/etc/ld.so.cache", "/usr/share/augeas/lenses/*.aug"]
+    assert appliance.excludes == ["/usr/share/doc/*", "/usr/share/man/*"]
+
+
+def test_binary_junk_and_corrupt_tarball_are_errors(tmp_path: Path) -> None:
+    (tmp_path / "junk").write_bytes(b"\0\1\2garbage")
+    with pytest.raises(InputError, match="junk"):
+        read_inputs([tmp_path])
+    (tmp_path / "junk").unlink()
+    (tmp_path / "broken.tar.gz").write_bytes(
+        subprocess.run(
+            ["gzip", "-c"], input=_tar({"x": os.urandom(50_000)}), capture_output=True, check=True
+        ).stdout[:200]
+    )
+    [tarball] = read_inputs([tmp_path]).tarballs
+    with pytest.raises(ArchiveError, match="broken.tar.gz"):
+        tarball_entries(tarball, Spool(tmp_path / "spool"))
+
+
+def _file(path: str, origin: str = "pkg", mtime: int = 2_000_000_000) -> FileEntry:
+    return FileEntry(PurePosixPath(path), EntryKind.FILE, 0o644, mtime=mtime, origin=origin)
+
+
+def _by_path(entries: list[FileEntry]) -> dict[str, FileEntry]:
+    return {str(e.path): e for e in entries}
+
+
+def test_merge_orders_dedups_adds_parents_and_clamps_mtimes() -> None:
+    merged = merge(
+        [
+            Layer([_file("/usr/bin/b", "first"), _file("/usr/bin/a")]),
+            Layer([_file("/usr/bin/b", "second")]),
+        ],
+        source_date_epoch=1_000,
+    )
+    assert [str(e.path) for e in merged] == ["/", "/usr", "/usr/bin", "/usr/bin/a", "/usr/bin/b"]
+    assert _by_path(merged)["/usr/bin/b"].origin == "second"
+    assert _by_path(merged)["/usr"].kind is EntryKind.DIR
+    assert all(e.mtime <= 1_000 for e in merged)
+
+
+def test_merge_moves_entries_under_directory_symlinks_and_excludes() -> None:
+    link = FileEntry(PurePosixPath("/lib"), EntryKind.SYMLINK, 0o777, target="usr/lib")
+    merged = _by_path(
+        merge(
+            [
+                Layer([_file("/lib/x/libx.so"), _file("/usr/share/doc/x/README")], excludable=True),
+                Layer([link]),
+            ],
+            excludes=["/usr/share/doc/*"],
+        )
+    )
+    assert "/usr/lib/x/libx.so" in merged and "/lib/x/libx.so" not in merged
+    assert merged["/lib"].kind is EntryKind.SYMLINK
+    assert "/usr/share/doc/x/README" not in merged
+
+
+def test_hardlink_to_an_excluded_file_becomes_the_file(tmp_path: Path) -> None:
+    content = tmp_path / "blob"
+    content.write_bytes(b"data")
+    original = FileEntry(
+        PurePosixPath("/usr/share/doc/a"), EntryKind.FILE, 0o644, size=4, content=content
+    )
+    link = FileEntry(
+        PurePosixPath("/usr/bin/b"), EntryKind.HARDLINK, 0o644, target="/usr/share/doc/a"
+    )
+    merged = _by_path(
+        merge([Layer([original, link], excludable=True)], excludes=["/usr/share/doc/*"])
+    )
+    assert merged["/usr/bin/b"].kind is EntryKind.FILE
+    assert merged["/usr/bin/b"].content == content
+
+
+def test_file_where_a_directory_is_needed_is_an_error() -> None:
+    with pytest.raises(ArchiveError, match="/etc"):
+        merge([Layer([_file("/etc"), _file("/etc/passwd")])])
