@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from supermin.backends.registry import open_universe
-from supermin.entry import FileEntry
-from supermin.errors import OutputError, UsageError
+from supermin.entry import EntryKind, FileEntry
+from supermin.errors import UsageError
 from supermin.firstboot import firstboot_entries
 from supermin.hostfiles.globs import hostfile_entries
 from supermin.hostfiles.hostfs import HostFiles
 from supermin.inputs import read_inputs, tarball_entries
 from supermin.merge import Layer, merge
+from supermin.outputs.archives import write_cpio, write_tar
 from supermin.outputs.chroot import write_chroot
+from supermin.outputs.compression import Compression, compression_from_name
+from supermin.outputs.ext2 import write_ext2
 from supermin.outputs.mtree import write_mtree
 from supermin.prepare import Sources, explain
 from supermin.report import Reporter
@@ -40,7 +46,7 @@ def parse_format(word: str) -> OutputFormat:
         return FORMAT_ALIASES.get(word) or OutputFormat(word)
     except ValueError:
         raise UsageError(
-            f"unknown output format {word!r}", "use chroot (fs, filesystem) or ext2"
+            f"unknown output format {word!r}", "use chroot (fs, filesystem), ext2, initrd or tar"
         ) from None
 
 
@@ -59,7 +65,11 @@ def mtree_path(output: Path) -> Path:
 
 
 def collect_entries(
-    inputs: Sequence[Path], sources: Sources, stage: Stage, report: Reporter
+    inputs: Sequence[Path],
+    sources: Sources,
+    stage: Stage,
+    report: Reporter,
+    base: Sequence[Layer] = (),
 ) -> list[FileEntry]:
     appliance = read_inputs(inputs)
     epoch = source_date_epoch()
@@ -77,7 +87,7 @@ def collect_entries(
     ordered = resolution.install_order()
     with report.step(f"reading {len(ordered)} packages"):
         opened = [(package, reader.open(package)) for package in ordered]
-    layers = [Layer(contents.entries, excludable=True) for _, contents in opened]
+    layers = [*base, *(Layer(contents.entries, excludable=True) for _, contents in opened)]
     layers.append(Layer(hostfile_entries(appliance.hostfiles, host)))
     layers.extend(Layer(tarball_entries(path, spool)) for path in appliance.tarballs)
     layers.append(Layer(firstboot_entries(opened, spool, mtime=epoch or int(time.time()))))
@@ -90,18 +100,78 @@ def collect_entries(
         return merge(layers, appliance.excludes, epoch)
 
 
-def build(
-    inputs: Sequence[Path], output: Path, fmt: OutputFormat, sources: Sources, report: Reporter
+# An early console needs these before udev or devtmpfs exist; packages may override.
+INITRD_DEVICES = Layer(
+    [
+        FileEntry(PurePosixPath("/dev"), EntryKind.DIR, 0o755, origin="supermin"),
+        FileEntry(
+            PurePosixPath("/dev/console"), EntryKind.CHAR, 0o600, rdev=(5, 1), origin="supermin"
+        ),
+        FileEntry(
+            PurePosixPath("/dev/null"), EntryKind.CHAR, 0o666, rdev=(1, 3), origin="supermin"
+        ),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    fmt: OutputFormat = OutputFormat.CHROOT
+    size: int = 4 << 30  # ext2 apparent size, supermin's default
+    compression: Compression = Compression.ZSTD  # initrd
+
+
+def filesystem_uuid(entries: Sequence[FileEntry], epoch: int | None) -> bytes:
+    """Random, or with SOURCE_DATE_EPOCH derived from the inputs so rebuilds match."""
+    if epoch is None:
+        return uuid.uuid4().bytes
+    digest = hashlib.sha256(str(epoch).encode())
+    for e in entries:
+        digest.update(
+            f"{e.path}\0{e.kind}\0{e.mode}\0{e.uid}\0{e.gid}\0{e.size}\0"
+            f"{e.target}\0{e.rdev}\0{e.mtime}\n".encode()
+        )
+    return uuid.UUID(bytes=digest.digest()[:16], version=4).bytes
+
+
+def write_output(
+    entries: Sequence[FileEntry], output: Path, options: OutputOptions, stage: Stage
 ) -> None:
-    if fmt is not OutputFormat.CHROOT:
-        raise UsageError(f"output format {fmt} is not implemented yet", "use -f chroot")
-    with staged(output) as stage:
-        entries = collect_entries(inputs, sources, stage, report)
-        tree = stage.path(output)
-        tree.mkdir()
-        with report.step(f"writing {len(entries)} entries to {output}"):
+    match options.fmt:
+        case OutputFormat.CHROOT:
+            tree = stage.path(output)
+            tree.mkdir()
             write_chroot(entries, tree)
             write_mtree(entries, stage.path(mtree_path(output)))
-    if not output.is_dir():
-        raise OutputError(f"{output} was not created")
+        case OutputFormat.EXT2:
+            directory = stage.path(output)
+            directory.mkdir()
+            epoch = source_date_epoch()
+            write_ext2(
+                entries,
+                directory / "root",
+                size=options.size,
+                uuid=filesystem_uuid(entries, epoch),
+                timestamp=epoch if epoch is not None else int(time.time()),
+            )
+        case OutputFormat.INITRD:
+            write_cpio(entries, stage.path(output), options.compression)
+        case OutputFormat.TAR:
+            write_tar(entries, stage.path(output), compression_from_name(output))
+
+
+def build(
+    inputs: Sequence[Path],
+    output: Path,
+    options: OutputOptions,
+    sources: Sources,
+    report: Reporter,
+) -> None:
+    if options.fmt is OutputFormat.TAR:
+        compression_from_name(output)  # refuse a bad name before any work
+    base = [INITRD_DEVICES] if options.fmt is OutputFormat.INITRD else []
+    with staged(output) as stage:
+        entries = collect_entries(inputs, sources, stage, report, base)
+        with report.step(f"writing {len(entries)} entries to {output} ({options.fmt})"):
+            write_output(entries, output, options, stage)
     report.info(f"built {output}")

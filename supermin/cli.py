@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from supermin import __version__
-from supermin.build import build, parse_format
+from supermin.build import OutputOptions, build, parse_format
 from supermin.errors import SuperminError, UsageError
+from supermin.outputs.compression import parse_compression
+from supermin.outputs.ext2 import parse_size
 from supermin.prepare import Sources, prepare
 from supermin.report import Reporter
 
@@ -42,7 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("args", nargs="*", metavar="PKG|DIR")
     parser.add_argument("-o", "--output", type=Path, help="output directory or file")
     parser.add_argument(
-        "-f", "--format", default=None, help="output format: chroot (alias fs, filesystem)"
+        "-f",
+        "--format",
+        default=None,
+        help="output format: chroot (alias fs, filesystem), ext2, initrd, tar",
+    )
+    parser.add_argument("--size", help="ext2 image size, e.g. 4G (the default), 512M")
+    parser.add_argument(
+        "--compress", default="zstd", help="initrd compression: zstd (default), xz, gzip, none"
     )
     parser.add_argument(
         "--repo",
@@ -69,7 +78,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_TAKES_VALUE = {"-o", "--output", "-f", "--format", "--repo", "--sysroot", "--host-cpu"}
+_TAKES_VALUE = {
+    "-o",
+    "--output",
+    "-f",
+    "--format",
+    "--repo",
+    "--sysroot",
+    "--host-cpu",
+    "--size",
+    "--compress",
+}
 
 
 def _normalise(argv: Sequence[str]) -> list[str]:
@@ -96,6 +115,16 @@ def _output(value: Path | None) -> Path:
     return Path(text[:-1] if len(text) > 1 and text.endswith("/") else text)
 
 
+def _output_options(options: argparse.Namespace) -> OutputOptions:
+    size = OutputOptions.size
+    if options.size is not None:
+        try:
+            size = parse_size(options.size)
+        except ValueError as err:
+            raise UsageError(f"--size {options.size}: {err}") from None
+    return OutputOptions(parse_format(options.format), size, parse_compression(options.compress))
+
+
 def run(argv: Sequence[str], report: Reporter) -> int:
     options = _parser().parse_args(_normalise(argv))
     report.verbosity = options.verbose
@@ -115,7 +144,7 @@ def run(argv: Sequence[str], report: Reporter) -> int:
         build(
             [Path(a) for a in options.args],
             _output(options.output),
-            parse_format(options.format),
+            _output_options(options),
             sources,
             report,
         )

@@ -1,0 +1,298 @@
+"""Write the planned tree into a sparse image file: data first, then the metadata.
+
+Blocks are handed out front to back in inode order, so each file is contiguous
+except where it crosses a group's metadata. Only blocks that hold something are
+written; the rest of the image stays a hole. File contents go straight from their
+content file into their blocks, in the kernel (copy_file_range) when it can.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+
+from supermin.entry import EntryKind, FileEntry
+from supermin.outputs.ext2.blockmap import BLOCK_SIZE, BlockMap, Run, map_blocks
+from supermin.outputs.ext2.layout import DESCRIPTOR_SIZE, INODE_SIZE, Geometry, has_superblock
+from supermin.outputs.ext2.records import (
+    SUPERBLOCK_OFFSET,
+    device_i_block,
+    pack_descriptor,
+    pack_inode,
+    pack_superblock,
+)
+from supermin.outputs.ext2.tree import Node, Tree, refuse
+
+_FLUSH_AT = 8 << 20  # bytes of consecutive blocks gathered into one pwrite
+_READ_CHUNK = 1 << 20
+_NO_I_BLOCK = bytes(60)
+# copy_file_range(2) refuses some file pairs (across file systems before Linux 5.3
+# and across file system types since 5.19); pread/pwrite take over.
+_COPY_UNSUPPORTED = frozenset(
+    {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM}
+)
+
+
+class Allocator:
+    """Hands out free blocks in order, skipping each group's metadata."""
+
+    def __init__(self, geometry: Geometry) -> None:
+        self.geometry = geometry
+        self.group = 0
+        self.next = geometry.data_start(0)
+        self.used = [0] * geometry.groups  # data blocks taken in each group
+
+    def take(self, count: int) -> list[Run]:
+        runs: list[Run] = []
+        while count:
+            end = self.geometry.group_end(self.group)
+            if self.next == end:
+                self.group += 1
+                if self.group == self.geometry.groups:
+                    # The space was checked before anything was written.
+                    raise RuntimeError("ext2 writer: out of blocks after the space check")
+                self.next = self.geometry.data_start(self.group)
+                continue
+            length = min(count, end - self.next)
+            runs.append(Run(self.next, length))
+            self.next += length
+            self.used[self.group] += length
+            count -= length
+        return runs
+
+
+class Sink:
+    """Gathers writes to consecutive blocks into one pwrite."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.start = 0
+        self.buffer = bytearray()
+
+    def put(self, block: int, data: bytes | memoryview) -> None:
+        end = self.start + -(-len(self.buffer) // BLOCK_SIZE)
+        if self.buffer and (block != end or len(self.buffer) >= _FLUSH_AT):
+            self.flush()
+        if self.buffer:
+            self.buffer += bytes(-len(self.buffer) % BLOCK_SIZE)
+        else:
+            self.start = block
+        self.buffer += data
+
+    def flush(self) -> None:
+        if self.buffer:
+            pwrite_all(self.fd, self.buffer, self.start * BLOCK_SIZE)
+            self.buffer = bytearray()
+
+
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+class ImageWriter:
+    def __init__(self, fd: int, geometry: Geometry, tree: Tree) -> None:
+        self.fd = fd
+        self.geometry = geometry
+        self.tree = tree
+        self.allocator = Allocator(geometry)
+        self.sink = Sink(fd)
+        self.inodes = bytearray(tree.used_inodes * INODE_SIZE)  # inode n at (n - 1) * size
+        self.kernel_copy = True
+
+    def write(self, *, uuid: bytes, label: bytes, timestamp: int) -> None:
+        for node in self.tree.nodes:
+            self.place(node)
+        self.sink.flush()
+        self.write_metadata(uuid=uuid, label=label, timestamp=timestamp)
+
+    def place(self, node: Node) -> None:
+        """Allocate and write the node's blocks, then fill in its inode."""
+        entry = node.entry
+        blocks = map_blocks(node.data_blocks, self.allocator.take) if node.data_blocks else None
+        if entry.kind is EntryKind.FILE:
+            # Even an empty file's content is opened: it must really be empty.
+            self.copy_content(entry, blocks.data if blocks else [])
+        if blocks is not None:
+            pieces = _pieces(blocks, node.content if entry.kind is not EntryKind.FILE else b"")
+            for block, data in pieces:
+                self.sink.put(block, data)
+        pack_inode(
+            self.inodes,
+            (node.number - 1) * INODE_SIZE,
+            mode=entry.st_mode,
+            uid=entry.uid,
+            gid=entry.gid,
+            size=entry.size if entry.kind is EntryKind.FILE else len(node.content),
+            mtime=entry.mtime,
+            links=node.links,
+            blocks=blocks.total if blocks else 0,
+            i_block=_i_block(node, blocks),
+        )
+
+    def copy_content(self, entry: FileEntry, runs: Sequence[Run]) -> None:
+        if entry.content is None:
+            return  # an empty file: the planner refused content-less data
+        try:
+            source = os.open(entry.content, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as err:
+            raise refuse(
+                entry,
+                f"cannot read {entry.content}: {err.strerror}",
+                "its content file is unreadable or was removed while supermin ran",
+            ) from err
+        try:
+            actual = os.fstat(source).st_size
+            if actual == entry.size:
+                actual = self._copy(source, entry.size, runs)
+        except OSError as err:
+            raise refuse(entry, f"copying {entry.content}: {err.strerror}", _hint(err)) from err
+        finally:
+            os.close(source)
+        if actual != entry.size:
+            raise refuse(
+                entry,
+                f"{entry.content} holds {actual} bytes, the entry says {entry.size}",
+                "a content file changed while supermin ran; build again",
+            )
+
+    def _copy(self, source: int, size: int, runs: Sequence[Run]) -> int:
+        """Copy `size` bytes of `source` into `runs`; return how many there were."""
+        copied = 0
+        for run in runs:
+            length = min(run.count * BLOCK_SIZE, size - copied)
+            done = self._copy_range(source, copied, run.start * BLOCK_SIZE, length)
+            copied += done
+            if done < length:
+                break
+        return copied
+
+    def _copy_range(self, source: int, offset: int, target: int, length: int) -> int:
+        copied = 0
+        while copied < length:
+            count = length - copied
+            if self.kernel_copy:
+                try:
+                    step = os.copy_file_range(
+                        source, self.fd, count, offset + copied, target + copied
+                    )
+                except OSError as err:
+                    if err.errno not in _COPY_UNSUPPORTED:
+                        raise
+                    self.kernel_copy = False  # offsets are explicit: just go on another way
+                    continue
+            else:
+                chunk = os.pread(source, min(count, _READ_CHUNK), offset + copied)
+                pwrite_all(self.fd, chunk, target + copied)
+                step = len(chunk)
+            if step == 0:
+                break  # the content file is shorter than it said
+            copied += step
+        return copied
+
+    def write_metadata(self, *, uuid: bytes, label: bytes, timestamp: int) -> None:
+        """Superblocks, descriptors, bitmaps and used inode tables, one pwrite per group."""
+        geometry = self.geometry
+        per_group = geometry.inodes_per_group
+        used_inodes = [
+            min(max(self.tree.used_inodes - g * per_group, 0), per_group)
+            for g in range(geometry.groups)
+        ]
+        directories = [0] * geometry.groups
+        for node in self.tree.nodes:
+            if node.children is not None:
+                directories[(node.number - 1) // per_group] += 1
+        free_blocks = [
+            geometry.group_end(g) - geometry.data_start(g) - self.allocator.used[g]
+            for g in range(geometry.groups)
+        ]
+        descriptors = bytearray(geometry.descriptor_blocks * BLOCK_SIZE)
+        for group in range(geometry.groups):
+            pack_descriptor(
+                descriptors,
+                group * DESCRIPTOR_SIZE,
+                geometry,
+                group,
+                free_blocks=free_blocks[group],
+                free_inodes=per_group - used_inodes[group],
+                directories=directories[group],
+            )
+        for group in range(geometry.groups):
+            region = bytearray()
+            if has_superblock(group):
+                superblock = pack_superblock(
+                    geometry,
+                    group,
+                    free_blocks=sum(free_blocks),
+                    free_inodes=geometry.inodes - self.tree.used_inodes,
+                    uuid=uuid,
+                    label=label,
+                    timestamp=timestamp,
+                )
+                # Group 0 keeps its first KiB for a boot loader; backups start their block.
+                offset = SUPERBLOCK_OFFSET if group == 0 else 0
+                region += bytes(offset) + superblock
+                region += bytes(BLOCK_SIZE - len(region))
+                region += descriptors
+            start, end = geometry.group_start(group), geometry.group_end(group)
+            region += bitmap(geometry.overhead(group) + self.allocator.used[group], end - start)
+            region += bitmap(used_inodes[group], per_group)
+            first = group * per_group * INODE_SIZE
+            region += self.inodes[first : first + used_inodes[group] * INODE_SIZE]
+            pwrite_all(self.fd, region, start * BLOCK_SIZE)
+
+
+def bitmap(used: int, valid: int) -> bytes:
+    """A bitmap block: the first `used` bits set, bits from `valid` on set as padding."""
+    bits = bytearray(BLOCK_SIZE)
+    _set_bits(bits, 0, used)
+    _set_bits(bits, valid, 8 * BLOCK_SIZE)
+    return bytes(bits)
+
+
+def _set_bits(bits: bytearray, start: int, end: int) -> None:
+    whole_from, whole_to = -(-start // 8), end // 8
+    if whole_from >= whole_to:
+        for bit in range(start, end):
+            bits[bit // 8] |= 1 << bit % 8
+        return
+    for bit in (*range(start, whole_from * 8), *range(whole_to * 8, end)):
+        bits[bit // 8] |= 1 << bit % 8
+    bits[whole_from:whole_to] = b"\xff" * (whole_to - whole_from)
+
+
+def _pieces(blocks: BlockMap, content: bytes) -> list[tuple[int, bytes | memoryview]]:
+    """The indirect blocks and any in-memory content cut into its runs, in disk order
+    so that the write buffer gathers them into one write. A file's content (empty
+    here) was copied already."""
+    pieces: list[tuple[int, bytes | memoryview]] = list(blocks.indirect)
+    view = memoryview(content)
+    offset = 0
+    for run in blocks.data if content else ():
+        pieces.append((run.start, view[offset : offset + run.count * BLOCK_SIZE]))
+        offset += run.count * BLOCK_SIZE
+    pieces.sort(key=lambda piece: piece[0])
+    return pieces
+
+
+def _i_block(node: Node, blocks: BlockMap | None) -> bytes:
+    if blocks is not None:
+        return blocks.i_block
+    entry = node.entry
+    if entry.kind is EntryKind.SYMLINK:  # a fast symlink: the target in the inode
+        return node.content.ljust(len(_NO_I_BLOCK), b"\0")
+    if entry.kind in (EntryKind.CHAR, EntryKind.BLOCK):
+        return device_i_block(*entry.rdev)
+    return _NO_I_BLOCK
+
+
+def _hint(err: OSError) -> str:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the file system holding the image is full"
+    if err.errno == errno.EIO:
+        return "an I/O error: the disk or the content file may be damaged"
+    return ""

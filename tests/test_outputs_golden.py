@@ -1,0 +1,135 @@
+"""One entry stream, four writers: every output holds exactly what the root-built chroot holds.
+
+Images are produced as uid 65534 without network; reading them back (extracting
+the cpio and tar as root, mounting the ext2 image read-only) is the judge.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import subprocess
+from pathlib import Path
+
+import pytest
+from support.debdata import real_pool, synthetic_debs
+from support.product import scratch_dir, supermin_here, supermin_nobody
+from support.trees import Record, extract_as_root, mount_ext2, tree_listing, umount
+
+APPLIANCES = {
+    "bash-coreutils": (["bash", "coreutils"], lambda: real_pool(["bash", "coreutils", "hello"])),
+    "synthetic-debs": (
+        ["tp-rich", "tp-perms", "tp-files", "tp-triggers", "tp-libgreet-dev", "tp-mover"],
+        synthetic_debs,
+    ),
+}
+EPOCH = {"SOURCE_DATE_EPOCH": "1700000000"}
+
+
+@pytest.fixture(scope="module", params=sorted(APPLIANCES))
+def appliance(request: pytest.FixtureRequest) -> tuple[Path, Path]:
+    roots, source = APPLIANCES[request.param]
+    repo = source()
+    work = scratch_dir(f"golden-{request.param}")
+    supermin_nobody(["prepare", *roots, "--repo", str(repo), "-o", str(work / "d")])
+    return work, repo
+
+
+def _build(work: Path, repo: Path, fmt: str, out: str, *extra: str) -> Path:
+    supermin_nobody(
+        ["build", str(work / "d"), "--repo", str(repo), "-f", fmt, "-o", str(work / out), *extra],
+        env=EPOCH,
+    )
+    return work / out
+
+
+@pytest.fixture(scope="module")
+def reference(appliance: tuple[Path, Path]) -> dict[str, Record]:
+    """The chroot built as root: exact owners, modes and device nodes."""
+    work, repo = appliance
+    supermin_here(
+        [
+            "build",
+            str(work / "d"),
+            "--repo",
+            str(repo),
+            "-f",
+            "chroot",
+            "-o",
+            str(work / "root-chroot"),
+        ],
+        env=EPOCH,
+    )
+    return tree_listing(work / "root-chroot")
+
+
+def _without_early_devices(listing: dict[str, Record], reference: dict[str, Record]) -> dict:
+    # The initrd always adds /dev/console and /dev/null (and /dev) for an early console.
+    extra = {"/dev", "/dev/console", "/dev/null"} - set(reference)
+    return {path: record for path, record in listing.items() if path not in extra}
+
+
+@pytest.mark.parametrize("compress", ["zstd", "xz", "gzip", "none"])
+def test_initrd_cpio_equals_root_chroot(
+    appliance: tuple[Path, Path], reference: dict[str, Record], compress: str, tmp_path: Path
+) -> None:
+    work, repo = appliance
+    initrd = _build(work, repo, "initrd", f"initrd-{compress}.img", "--compress", compress)
+    listing = extract_as_root(initrd, tmp_path / "x")
+    assert listing["/dev/console"][0] == "char" and listing["/dev/console"][7] == (5, 1)
+    assert listing["/dev/null"][7] == (1, 3)
+    assert _without_early_devices(listing, reference) == reference
+
+
+def test_initrd_lists_with_gnu_cpio(appliance: tuple[Path, Path]) -> None:
+    work, repo = appliance
+    initrd = _build(work, repo, "initrd", "initrd-plain.img", "--compress", "none")
+    names = subprocess.run(
+        ["cpio", "-it", "--quiet"],
+        stdin=initrd.open("rb"),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    assert "usr" in names and "dev/console" in names
+
+
+@pytest.mark.parametrize("name", ["rootfs.tar", "rootfs.tar.gz", "rootfs.tar.xz", "rootfs.tar.zst"])
+def test_tar_equals_root_chroot(
+    appliance: tuple[Path, Path], reference: dict[str, Record], name: str, tmp_path: Path
+) -> None:
+    work, repo = appliance
+    tarball = _build(work, repo, "tar", name)
+    assert extract_as_root(tarball, tmp_path / "x", tool="tar") == reference
+
+
+def test_ext2_mounted_equals_root_chroot(
+    appliance: tuple[Path, Path], reference: dict[str, Record], tmp_path: Path
+) -> None:
+    work, repo = appliance
+    image = _build(work, repo, "ext2", "ext2", "--size", "1G") / "root"
+    subprocess.run(["e2fsck", "-fn", str(image)], check=True, capture_output=True)
+    mountpoint = tmp_path / "mnt"
+    mount_ext2(image, mountpoint)
+    try:
+        listing = tree_listing(mountpoint)
+    finally:
+        umount(mountpoint)
+    listing.pop("/lost+found", None)
+    assert listing == reference
+
+
+@pytest.mark.parametrize(
+    ("fmt", "out", "produced"),
+    [
+        ("initrd", "again.img", ""),
+        ("tar", "again.tar.zst", ""),
+        ("ext2", "again-ext2", "root"),
+    ],
+)
+def test_source_date_epoch_builds_are_byte_identical(
+    appliance: tuple[Path, Path], fmt: str, out: str, produced: str
+) -> None:
+    work, repo = appliance
+    first = _build(work, repo, fmt, "1-" + out, "--size", "256M") / produced
+    second = _build(work, repo, fmt, "2-" + out, "--size", "256M") / produced
+    assert filecmp.cmp(first, second, shallow=False)
