@@ -1,0 +1,2 @@
+"""RPM backend: .rpm archives (header, scriptlets, streamed cpio payload) and rpm's
+version comparison."""
