@@ -21,7 +21,6 @@ import argparse
 import os
 import shutil
 import stat
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from support.debdata import real_pool  # noqa: E402
+from timing import timed  # noqa: E402
 
 from supermin.entry import EntryKind, FileEntry, kind_from_st_mode  # noqa: E402
 from supermin.outputs.ext2 import parse_size, write_ext2  # noqa: E402
@@ -94,16 +94,6 @@ def walk_entries(top: Path) -> list[FileEntry]:
             extra = {"rdev": (os.major(st.st_rdev), os.minor(st.st_rdev))}
         entries.append(FileEntry(path, kind, **common, **extra))  # type: ignore[arg-type]
     return entries
-
-
-def timed(action: Callable[[], object], runs: int, before: Callable[[], object]) -> float:
-    samples = []
-    for _ in range(runs):
-        before()
-        start = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def check(image: Path) -> float:

@@ -12,31 +12,20 @@ its default level. Prints a Markdown table of medians; no thresholds.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
 from ext2_writer import replicate, unpack_pool, walk_entries  # noqa: E402
+from timing import timed  # noqa: E402
 
 from supermin.outputs.archives import write_cpio  # noqa: E402
 from supermin.outputs.compression import Compression  # noqa: E402
-
-
-def timed(action: Callable[[], object], runs: int, before: Callable[[], object]) -> float:
-    samples = []
-    for _ in range(runs):
-        before()
-        start = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def measure(tree: Path, runs: int, work: Path) -> tuple[float, float, float]:

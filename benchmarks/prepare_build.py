@@ -14,33 +14,19 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from support.debdata import apt_env, apt_options, apt_simulate, debian_index, real_pool  # noqa: E402
+from timing import timed  # noqa: E402
 
 SUPERMIN = str(Path(sys.executable).parent / "supermin")
 ROOTS = ["bash", "coreutils"]
-
-
-def timed(
-    action: Callable[[], object], runs: int, before: Callable[[], object] = lambda: None
-) -> float:
-    samples = []
-    for _ in range(runs):
-        before()
-        start = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def run(cmd: list[str], **env: str) -> None:

@@ -6,9 +6,8 @@ import glob
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 
-from supermin.hostfiles.hostfs import HostFiles
-
 from supermin.entry import FileEntry
+from supermin.hostfiles.hostfs import HostFiles
 
 
 def hostfile_entries(patterns: Iterable[str], host: HostFiles) -> list[FileEntry]:

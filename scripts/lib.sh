@@ -7,7 +7,8 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${SUPERMIN_VENV:-/var/tmp/supermin-venv}
 SYSTEM_TOOLS=(python3-venv dpkg-dev apt-utils gcc zstd xz-utils busybox-static libarchive-tools cpio e2fsprogs
-              util-linux ca-certificates rpm rpm2cpio python3-rpm createrepo-c binutils)
+              util-linux ca-certificates rpm rpm2cpio python3-rpm createrepo-c binutils
+              qemu-system-x86 dnf)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

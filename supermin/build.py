@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Sequence
@@ -11,22 +12,22 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
-from supermin.backends.registry import open_universe
+from supermin.bootfiles import InitRequest, init_layer, runner_entries
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import UsageError
 from supermin.firstboot import firstboot_entries
 from supermin.hostfiles.globs import hostfile_entries
 from supermin.hostfiles.hostfs import HostFiles
 from supermin.inputs import read_inputs, tarball_entries
+from supermin.kernel import Kernel, KernelSearch, find_kernel
 from supermin.merge import Layer, merge
 from supermin.outputs.archives import write_cpio, write_tar
 from supermin.outputs.chroot import write_chroot
 from supermin.outputs.compression import Compression, compression_from_name
 from supermin.outputs.ext2 import write_ext2
 from supermin.outputs.mtree import write_mtree
-from supermin.prepare import Sources, explain
+from supermin.prepare import Sources, resolve_roots
 from supermin.report import Reporter
-from supermin.resolve import resolve
 from supermin.spool import Spool
 from supermin.staging import Stage, staged
 
@@ -70,27 +71,31 @@ def collect_entries(
     stage: Stage,
     report: Reporter,
     base: Sequence[Layer] = (),
+    init: InitRequest | None = None,
 ) -> list[FileEntry]:
     appliance = read_inputs(inputs)
     epoch = source_date_epoch()
-    with report.step("reading package sources (build)"):
-        universe = open_universe(sources.repos, sources.sysroot, sources.host_cpu)
-    with report.step("resolving dependencies"):
-        resolution = resolve(universe.repository, appliance.packages)
-    for name in resolution.unknown:
-        report.warn(f"package {name} is not known to any package source; ignoring it")
-    if report.verbosity >= 1:
-        explain(resolution, report)
+    mtime = epoch or int(time.time())
+    universe, resolution = resolve_roots(appliance.packages, sources, report, purpose="build")
     spool = Spool(stage.work / "spool")
     host = HostFiles(sources.sysroot)
     reader = universe.reader(spool, host)
     ordered = resolution.install_order()
     with report.step(f"reading {len(ordered)} packages"):
         opened = [(package, reader.open(package)) for package in ordered]
+    lua = sum(s.interpreter == "<lua>" for _, contents in opened for s in contents.scripts)
+    if lua:
+        report.warn(
+            f"{lua} Lua scriptlets are stored for first boot, marked <lua> in the manifest: "
+            "only rpm's embedded Lua can run them"
+        )
     layers = [*base, *(Layer(contents.entries, excludable=True) for _, contents in opened)]
     layers.append(Layer(hostfile_entries(appliance.hostfiles, host)))
     layers.extend(Layer(tarball_entries(path, spool)) for path in appliance.tarballs)
-    layers.append(Layer(firstboot_entries(opened, spool, mtime=epoch or int(time.time()))))
+    layers.append(Layer(firstboot_entries(opened, spool, mtime=mtime)))
+    layers.append(Layer(runner_entries(spool, mtime)))
+    if init is not None:  # lowest layer: an /init the appliance brings itself wins
+        layers.insert(0, init_layer(init.program, layers, spool, mtime, report))
     if host.unreadable:
         report.warn(
             f"{len(host.unreadable)} host files could not be read and were left out "
@@ -119,6 +124,26 @@ class OutputOptions:
     fmt: OutputFormat = OutputFormat.CHROOT
     size: int = 4 << 30  # ext2 apparent size, supermin's default
     compression: Compression = Compression.ZSTD  # initrd
+    with_kernel: bool = False  # initrd: -o DIR gets DIR/kernel and DIR/initrd
+    kernel: Path | None = None  # --kernel
+    init: PurePosixPath | None = None  # --init: what /init runs after first boot
+
+
+def initrd_is_directory(output: str) -> bool:
+    """Whether `-o OUTPUT` of the initrd format means DIR/kernel + DIR/initrd.
+
+    The cpio alone (no kernel needed) when the name looks like an image file:
+    `.img`, `.cpio` or a compression suffix (`initrd.img`, `x.cpio.zst`), and it
+    is not an existing directory or written with a trailing `/`. Anything
+    else (`-o appliance`, `-o appliance.d`, `-o out/`) is a directory.
+    """
+    path = Path(output)
+    if output.endswith("/") or path.is_dir():
+        return True
+    return path.suffix.lower() not in _IMAGE_SUFFIXES
+
+
+_IMAGE_SUFFIXES = {".img", ".cpio", ".gz", ".xz", ".zst", ".zstd", ".lz4", ".bz2", ".lzma", ".cgz"}
 
 
 def filesystem_uuid(entries: Sequence[FileEntry], epoch: int | None) -> bytes:
@@ -135,7 +160,11 @@ def filesystem_uuid(entries: Sequence[FileEntry], epoch: int | None) -> bytes:
 
 
 def write_output(
-    entries: Sequence[FileEntry], output: Path, options: OutputOptions, stage: Stage
+    entries: Sequence[FileEntry],
+    output: Path,
+    options: OutputOptions,
+    stage: Stage,
+    kernel: Kernel | None = None,
 ) -> None:
     match options.fmt:
         case OutputFormat.CHROOT:
@@ -154,6 +183,11 @@ def write_output(
                 uuid=filesystem_uuid(entries, epoch),
                 timestamp=epoch if epoch is not None else int(time.time()),
             )
+        case OutputFormat.INITRD if kernel is not None:
+            directory = stage.path(output)
+            directory.mkdir()
+            write_cpio(entries, directory / "initrd", options.compression)
+            shutil.copyfile(kernel.image, directory / "kernel")
         case OutputFormat.INITRD:
             write_cpio(entries, stage.path(output), options.compression)
         case OutputFormat.TAR:
@@ -169,9 +203,16 @@ def build(
 ) -> None:
     if options.fmt is OutputFormat.TAR:
         compression_from_name(output)  # refuse a bad name before any work
-    base = [INITRD_DEVICES] if options.fmt is OutputFormat.INITRD else []
+    initrd = options.fmt is OutputFormat.INITRD
+    base = [INITRD_DEVICES] if initrd else []
+    init = InitRequest(options.init) if initrd else None
     with staged(output) as stage:
-        entries = collect_entries(inputs, sources, stage, report, base)
+        entries = collect_entries(inputs, sources, stage, report, base, init)
+        kernel = None
+        if options.with_kernel:
+            search = KernelSearch(os.environ, options.kernel, sources.sysroot, sources.host_cpu)
+            kernel = find_kernel(search, entries)
+            report.info(f"kernel {kernel.version or '(release unknown)'}: {kernel.origin}")
         with report.step(f"writing {len(entries)} entries to {output} ({options.fmt})"):
-            write_output(entries, output, options, stage)
+            write_output(entries, output, options, stage, kernel)
     report.info(f"built {output}")

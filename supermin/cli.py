@@ -7,10 +7,10 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from supermin import __version__
-from supermin.build import OutputOptions, build, parse_format
+from supermin.build import OutputFormat, OutputOptions, build, initrd_is_directory, parse_format
 from supermin.errors import SuperminError, UsageError
 from supermin.outputs.compression import parse_compression
 from supermin.outputs.ext2 import parse_size
@@ -42,7 +42,11 @@ def _parser() -> argparse.ArgumentParser:
         help="build an appliance from supermin.d directories",
     )
     parser.add_argument("args", nargs="*", metavar="PKG|DIR")
-    parser.add_argument("-o", "--output", type=Path, help="output directory or file")
+    parser.add_argument(
+        "-o",
+        "--output",
+        help="output directory or file; -f initrd: DIR (kernel + initrd) or FILE.img (cpio only)",
+    )
     parser.add_argument(
         "-f",
         "--format",
@@ -50,6 +54,16 @@ def _parser() -> argparse.ArgumentParser:
         help="output format: chroot (alias fs, filesystem), ext2, initrd, tar",
     )
     parser.add_argument("--size", help="ext2 image size, e.g. 4G (the default), 512M")
+    parser.add_argument(
+        "--kernel",
+        type=Path,
+        help="kernel to boot (default: $SUPERMIN_KERNEL, a kernel package, then the host's)",
+    )
+    parser.add_argument(
+        "--init",
+        type=PurePosixPath,
+        help="-f initrd: the program /init runs after first boot (default /sbin/init, else sh)",
+    )
     parser.add_argument(
         "--compress", default="zstd", help="initrd compression: zstd (default), xz, gzip, none"
     )
@@ -72,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accepted for compatibility: installed packages are the default",
     )
+    parser.add_argument(
+        "--weak-deps", action="store_true", help="also install RPM weak dependencies"
+    )
     parser.add_argument("--host-cpu", help="target architecture (default: this machine's)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.add_argument("-V", "--version", action="store_true", help="print the version")
@@ -88,6 +105,8 @@ _TAKES_VALUE = {
     "--host-cpu",
     "--size",
     "--compress",
+    "--kernel",
+    "--init",
 }
 
 
@@ -108,11 +127,10 @@ def _normalise(argv: Sequence[str]) -> list[str]:
     return args
 
 
-def _output(value: Path | None) -> Path:
+def _output(value: str | None) -> Path:
     if value is None:
         raise UsageError("missing -o OUTPUT", "say where to write with -o")
-    text = str(value)
-    return Path(text[:-1] if len(text) > 1 and text.endswith("/") else text)
+    return Path(value[:-1] if len(value) > 1 and value.endswith("/") else value)
 
 
 def _output_options(options: argparse.Namespace) -> OutputOptions:
@@ -122,7 +140,17 @@ def _output_options(options: argparse.Namespace) -> OutputOptions:
             size = parse_size(options.size)
         except ValueError as err:
             raise UsageError(f"--size {options.size}: {err}") from None
-    return OutputOptions(parse_format(options.format), size, parse_compression(options.compress))
+    fmt = parse_format(options.format)
+    if options.init is not None and not options.init.is_absolute():
+        raise UsageError(f"--init {options.init}: give the program's absolute path in the image")
+    return OutputOptions(
+        fmt,
+        size,
+        parse_compression(options.compress),
+        with_kernel=fmt is OutputFormat.INITRD and initrd_is_directory(options.output or ""),
+        kernel=options.kernel,
+        init=options.init,
+    )
 
 
 def run(argv: Sequence[str], report: Reporter) -> int:
@@ -131,7 +159,7 @@ def run(argv: Sequence[str], report: Reporter) -> int:
     if options.version:
         print(f"supermin {__version__}")
         return 0
-    sources = Sources(tuple(options.repo), options.sysroot, options.host_cpu)
+    sources = Sources(tuple(options.repo), options.sysroot, options.host_cpu, options.weak_deps)
     if options.mode == "prepare":
         if not options.args:
             raise UsageError("--prepare needs at least one package name")

@@ -37,3 +37,7 @@ class InputError(SuperminError):
 
 class OutputError(SuperminError):
     """The output cannot be written."""
+
+
+class KernelError(SuperminError):
+    """No kernel for a bootable output, or one that cannot be read."""

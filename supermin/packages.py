@@ -17,7 +17,11 @@ from supermin.entry import FileEntry
 
 @dataclass(frozen=True, slots=True)
 class Relation:
-    """One requirement on a name, optionally versioned (`op` in <<, <=, =, >=, >>)."""
+    """One requirement on a name, optionally versioned.
+
+    `op` is spelt as the package format does: <<, <=, =, >=, >> for Debian;
+    <, <=, =, >=, > for rpm.
+    """
 
     name: str
     op: str | None = None
@@ -31,13 +35,32 @@ class Relation:
 
 @dataclass(frozen=True, slots=True)
 class Requirement:
-    """Alternatives of which one must be installed; `strict` for Pre-Depends-like edges."""
+    """Alternatives of which one must be installed; `strict` for Pre-Depends-like edges.
+
+    A conditional requirement (rpm's rich ``(a if b)``) applies only once every
+    relation of `when` is met by the chosen packages and while none of
+    `unless` is; a `weak` one (Recommends, Supplements) is met if it can be
+    and otherwise ignored. Debian produces neither.
+    """
 
     alternatives: tuple[Relation, ...]
     strict: bool = False
+    when: tuple[Relation, ...] = ()
+    unless: tuple[Relation, ...] = ()
+    weak: bool = False
+
+    @property
+    def deferred(self) -> bool:
+        """Whether the resolver settles it after the plain requirements (see resolve.py)."""
+        return self.weak or bool(self.when or self.unless)
 
     def __str__(self) -> str:
-        return " | ".join(str(rel) for rel in self.alternatives)
+        text = " | ".join(str(rel) for rel in self.alternatives)
+        if self.when:
+            text += " if " + " and ".join(str(rel) for rel in self.when)
+        if self.unless:
+            text += " unless " + " or ".join(str(rel) for rel in self.unless)
+        return text
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -52,6 +75,7 @@ class Package:
     location: Path | None = None  # the archive; None for installed packages
     installed: bool = False
     fields: dict[str, str] = field(default_factory=dict)  # raw metadata, backend-owned
+    meta: object = None  # parsed metadata a backend keeps for itself (e.g. an RpmHeader)
 
     @property
     def nva(self) -> str:
@@ -80,7 +104,12 @@ class PackageContents:
 
 
 class Repository(Protocol):
-    """Everything the resolver needs to know about one package universe."""
+    """Everything the resolver needs to know about one package universe.
+
+    A repository may also define `requested(name) -> list[Package]` (what a
+    request for `name` selects, when that differs from its candidates) and
+    `unit_propagation = True`; resolve.py looks for both and says what they do.
+    """
 
     def candidates(self, relation: Relation) -> list[Package]:
         """Packages satisfying `relation`, most preferred first."""

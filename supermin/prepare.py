@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from supermin.backends.registry import open_universe
+from supermin.backends.registry import Universe, open_universe
 from supermin.report import Reporter
 from supermin.resolve import Resolution, resolve
 from supermin.staging import staged
@@ -20,6 +20,7 @@ class Sources:
     repos: tuple[Path, ...] = ()
     sysroot: Path = Path("/")
     host_cpu: str | None = None
+    weak_deps: bool = False  # RPM Recommends/Supplements (Debian's Recommends stay off)
 
 
 def empty_base_tarball() -> bytes:
@@ -35,9 +36,12 @@ def empty_base_tarball() -> bytes:
 
 def resolve_roots(
     names: Sequence[str], sources: Sources, report: Reporter, *, purpose: str
-) -> Resolution:
+) -> tuple[Universe, Resolution]:
+    """Read the sources and resolve `names` against them, reporting as the CLI does."""
     with report.step(f"reading package sources ({purpose})"):
-        universe = open_universe(sources.repos, sources.sysroot, sources.host_cpu)
+        universe = open_universe(
+            sources.repos, sources.sysroot, sources.host_cpu, sources.weak_deps
+        )
         report.info(f"{len(universe.packages)} packages in {universe.description}")
     with report.step("resolving dependencies"):
         resolution = resolve(universe.repository, names)
@@ -45,7 +49,7 @@ def resolve_roots(
         report.warn(f"package {name} is not known to any package source; ignoring it")
     if report.verbosity >= 1:
         explain(resolution, report)
-    return resolution
+    return universe, resolution
 
 
 def explain(resolution: Resolution, report: Reporter) -> None:
@@ -59,7 +63,7 @@ def explain(resolution: Resolution, report: Reporter) -> None:
 
 
 def prepare(names: Sequence[str], output: Path, sources: Sources, report: Reporter) -> Resolution:
-    resolution = resolve_roots(names, sources, report, purpose="prepare")
+    _, resolution = resolve_roots(names, sources, report, purpose="prepare")
     with staged(output) as stage:
         directory = stage.path(output)
         directory.mkdir()

@@ -17,11 +17,34 @@ chosen package adds only an edge; otherwise the first alternative with an
 installable candidate wins, taking the repository's most preferred candidate
 that neither clashes with a chosen package of the same name nor conflicts
 with one.
+
+Deferred requirements (rpm's conditional and weak ones; Debian has none)
+are not met during that walk but collected, then settled to a fixpoint, the
+way libsolv decides weak dependencies after the hard ones: repeatedly, the
+first collected requirement that now applies (its `when` relations met by the
+chosen set, none of its `unless` ones) is met, hard ones without an `unless`
+first, then hard ones with one, then weak ones; a package brought in is
+walked depth first again, which may collect more. A requirement whose
+`unless` is met is dropped for good (the chosen set only grows); one whose
+`when` never comes true is never applied; a weak one nothing can satisfy is
+ignored.
+
+A repository may say what a request names (`requested(name)`, a list of
+packages most preferred first; RpmRepository reads names as dnf install
+does), else a request is `candidates(Relation(name))`. It may also ask for
+unit propagation (`unit_propagation = True`, as RpmRepository does, because
+libsolv propagates before it chooses): then, before a requirement is met by
+a choice among several packages, any pending requirement on the walk's stack
+that exactly one package can meet is met first (and that package walked), as
+a SAT solver's propagation would. So ``tp-greet-1:3.0`` requiring
+``libgreet.so.1`` (two providers) and ``tp-greet-libs(x86-64) = 1:3.0-1``
+(one) gets the libs of its own version. Both are optional attributes, so
+the `Repository` protocol is unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import networkx as nx
@@ -82,11 +105,23 @@ def _order_component(graph: nx.DiGraph, names: list[str]) -> list[str]:
     return names
 
 
+@dataclass
+class _Frame:
+    """A package whose requirements the walk is going through."""
+
+    package: Package
+    requirements: list[Requirement]
+    index: int = 0
+
+
 class _Resolver:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
+        # Repositories of SAT-solved formats (rpm: libsolv) ask for unit propagation.
+        self.propagate = bool(getattr(repo, "unit_propagation", False))
         self.graph = nx.DiGraph()
         self.parent: dict[str, tuple[str, Requirement] | None] = {}
+        self.deferred: list[tuple[Package, Requirement]] = []
 
     def chosen(self, name: str) -> Package | None:
         if name in self.graph:
@@ -105,6 +140,9 @@ class _Resolver:
     def add(self, package: Package, root: bool) -> None:
         self.graph.add_node(package.name, package=package, root=root)
 
+    def holds(self, relation: Relation) -> bool:
+        return any(self.chosen(c.name) is c for c in self.repo.candidates(relation))
+
     def satisfied_by(self, requirement: Requirement) -> Package | None:
         for relation in requirement.alternatives:
             for candidate in self.repo.candidates(relation):
@@ -112,22 +150,27 @@ class _Resolver:
                     return candidate
         return None
 
-    def installable(self, relation: Relation) -> Package | None:
-        for candidate in self.repo.candidates(relation):
+    def installable(self, candidates: list[Package]) -> Package | None:
+        for candidate in candidates:
             if self.chosen(candidate.name) is not None:
                 continue  # another version of this name is already in
-            if any(
-                self.repo.conflicts(candidate, self.graph.nodes[n]["package"]) for n in self.graph
-            ):
+            if self.conflicting(candidate):
                 continue
             return candidate
         return None
 
-    def choose(self, package: Package, requirement: Requirement) -> Package:
+    def conflicting(self, candidate: Package) -> bool:
+        return any(
+            self.repo.conflicts(candidate, self.graph.nodes[n]["package"]) for n in self.graph
+        )
+
+    def choose(self, package: Package, requirement: Requirement) -> Package | None:
         for relation in requirement.alternatives:
-            candidate = self.installable(relation)
+            candidate = self.installable(self.repo.candidates(relation))
             if candidate is not None:
                 return candidate
+        if requirement.weak:
+            return None
         raise ResolveError(
             f"{package.name} {package.version} needs {requirement}, which no package source "
             f"can satisfy (needed by {self.chain(package.name)})",
@@ -140,7 +183,7 @@ class _Resolver:
             if name in self.graph:
                 self.graph.nodes[name]["root"] = True
                 continue
-            candidate = self.installable(Relation(name))
+            candidate = self.installable(requested(self.repo, name))
             if candidate is None:
                 raise ResolveError(f"requested package {name} cannot be installed")
             if candidate.name in self.graph:
@@ -148,33 +191,122 @@ class _Resolver:
             self.add(candidate, root=True)
             self.parent[candidate.name] = None
             chosen_roots.append(candidate)
-        for root in chosen_roots:
-            self.follow(root)
+        self.follow(chosen_roots)
+        self.settle()
 
-    def follow(self, root: Package) -> None:
-        """Depth first from `root`, with an explicit stack: real chains run deep."""
-        stack: list[tuple[Package, Iterator[Requirement]]] = [
-            (root, iter(self.repo.requirements(root)))
-        ]
+    def meet(self, package: Package, requirement: Requirement) -> Package | None:
+        """Meet `requirement` of `package`; the package newly added for it, if any."""
+        added = None
+        dependency = self.satisfied_by(requirement)
+        if dependency is None:
+            dependency = self.choose(package, requirement)
+            if dependency is None:
+                return None  # a weak requirement nothing can meet
+            self.add(dependency, root=False)
+            self.parent[dependency.name] = (package.name, requirement)
+            added = dependency
+        if dependency.name != package.name:
+            edge = self.graph.edges.get((package.name, dependency.name), {})
+            strict = requirement.strict or edge.get("strict", False)
+            weak = requirement.weak and edge.get("weak", True)
+            self.graph.add_edge(
+                package.name,
+                dependency.name,
+                strict=strict,
+                weak=weak,
+                requirement=str(requirement),
+            )
+        return added
+
+    def follow(self, roots: Sequence[Package]) -> None:
+        """Depth first from each of `roots` in turn, with an explicit stack: real chains run deep.
+
+        With unit propagation (see the module docstring), before a requirement
+        is met by a choice, a pending requirement anywhere on the stack (later
+        roots included) that only one package can meet gets that package first.
+        """
+        stack = [_Frame(root, self.repo.requirements(root)) for root in reversed(roots)]
         while stack:
-            package, pending = stack[-1]
-            requirement = next(pending, None)
-            if requirement is None:
+            frame = stack[-1]
+            if frame.index == len(frame.requirements):
                 stack.pop()
                 continue
-            dependency = self.satisfied_by(requirement)
-            if dependency is None:
-                dependency = self.choose(package, requirement)
-                self.add(dependency, root=False)
-                self.parent[dependency.name] = (package.name, requirement)
-                stack.append((dependency, iter(self.repo.requirements(dependency))))
-            if dependency.name != package.name:
-                strict = requirement.strict or self.graph.edges.get(
-                    (package.name, dependency.name), {}
-                ).get("strict", False)
-                self.graph.add_edge(
-                    package.name, dependency.name, strict=strict, requirement=str(requirement)
-                )
+            requirement = frame.requirements[frame.index]
+            if requirement.deferred:
+                self.deferred.append((frame.package, requirement))
+                frame.index += 1
+                continue
+            if self.propagate and self.unit(requirement) is None:
+                forced = self.forced(stack)
+                if forced is not None:
+                    added = self.meet(*forced)
+                    if added is not None:
+                        stack.append(_Frame(added, self.repo.requirements(added)))
+                    continue  # then look at `requirement` again
+            frame.index += 1
+            added = self.meet(frame.package, requirement)
+            if added is not None:
+                stack.append(_Frame(added, self.repo.requirements(added)))
+
+    def unit(self, requirement: Requirement) -> Package | None:
+        """The one package that can still meet `requirement`, if it is unmet and there is one."""
+        if self.satisfied_by(requirement) is not None:
+            return None
+        found: Package | None = None
+        for relation in requirement.alternatives:
+            for candidate in self.repo.candidates(relation):
+                if self.chosen(candidate.name) is not None or candidate is found:
+                    continue
+                if found is not None:
+                    return None
+                found = candidate
+        if found is None or self.conflicting(found):
+            return None
+        return found
+
+    def forced(self, stack: list[_Frame]) -> tuple[Package, Requirement] | None:
+        """The first pending plain requirement on the stack that only one package can meet."""
+        for frame in stack:
+            for requirement in frame.requirements[frame.index :]:
+                if not requirement.deferred and self.unit(requirement) is not None:
+                    return frame.package, requirement
+        return None
+
+    def applies(self, requirement: Requirement) -> bool | None:
+        """True if it applies now, False if it never will, None if not yet."""
+        if any(self.holds(relation) for relation in requirement.unless):
+            return False
+        return True if all(self.holds(relation) for relation in requirement.when) else None
+
+    def next_deferred(self) -> tuple[Package, Requirement] | None:
+        best: tuple[tuple[bool, bool], int] | None = None
+        waiting: list[tuple[Package, Requirement]] = []
+        for package, requirement in self.deferred:
+            state = self.applies(requirement)
+            if state is False:
+                continue
+            if state:
+                rank = (requirement.weak, bool(requirement.unless))
+                if best is None or rank < best[0]:
+                    best = (rank, len(waiting))
+            waiting.append((package, requirement))
+        self.deferred = waiting
+        return None if best is None else self.deferred.pop(best[1])
+
+    def settle(self) -> None:
+        while (item := self.next_deferred()) is not None:
+            added = self.meet(*item)
+            if added is not None:
+                self.follow([added])
+
+
+def requested(repo: Repository, name: str) -> list[Package]:
+    """What a request for `name` may install: `repo.requested(name)` where defined."""
+    select = getattr(repo, "requested", None)
+    if select is None:
+        return repo.candidates(Relation(name))
+    found: list[Package] = select(name)
+    return found
 
 
 def known_roots(repo: Repository, names: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -182,7 +314,7 @@ def known_roots(repo: Repository, names: Iterable[str]) -> tuple[list[str], list
     known: list[str] = []
     unknown: list[str] = []
     for name in names:
-        (known if repo.candidates(Relation(name)) else unknown).append(name)
+        (known if requested(repo, name) else unknown).append(name)
     return known, unknown
 
 

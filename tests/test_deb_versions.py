@@ -11,6 +11,7 @@ import subprocess
 from functools import cmp_to_key
 
 import pytest
+
 from supermin.backends.deb.relations import (
     compare_versions,
     parse_alternatives,
@@ -18,7 +19,6 @@ from supermin.backends.deb.relations import (
     parse_requirements,
     version_satisfies,
 )
-
 from supermin.packages import Relation, Requirement
 
 # (a, b, sign of a compared with b)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from support.debdata import real_pool, synthetic_debs
 from support.product import scratch_dir, supermin_here, supermin_nobody
+from support.rpmdata import synthetic_rpms
 from support.trees import Record, extract_as_root, mount_ext2, tree_listing, umount
 
 APPLIANCES = {
@@ -20,6 +21,10 @@ APPLIANCES = {
     "synthetic-debs": (
         ["tp-rich", "tp-perms", "tp-files", "tp-triggers", "tp-libgreet-dev", "tp-mover"],
         synthetic_debs,
+    ),
+    "synthetic-rpms": (
+        ["tp-rich", "tp-perms", "tp-files", "tp-scripts", "tp-mover"],
+        lambda: synthetic_rpms() / "repo",
     ),
 }
 EPOCH = {"SOURCE_DATE_EPOCH": "1700000000"}
@@ -63,8 +68,10 @@ def reference(appliance: tuple[Path, Path]) -> dict[str, Record]:
 
 
 def _without_early_devices(listing: dict[str, Record], reference: dict[str, Record]) -> dict:
-    # The initrd always adds /dev/console and /dev/null (and /dev) for an early console.
-    extra = {"/dev", "/dev/console", "/dev/null"} - set(reference)
+    # The initrd always adds /dev/console and /dev/null (and /dev) for an early console,
+    # and /init with the directories it mounts on, each only where the appliance has none.
+    boot = {"/dev", "/dev/console", "/dev/null", "/init", "/proc", "/sys", "/run", "/tmp"}
+    extra = boot - set(reference)
     return {path: record for path, record in listing.items() if path not in extra}
 
 
@@ -77,6 +84,7 @@ def test_initrd_cpio_equals_root_chroot(
     listing = extract_as_root(initrd, tmp_path / "x")
     assert listing["/dev/console"][0] == "char" and listing["/dev/console"][7] == (5, 1)
     assert listing["/dev/null"][7] == (1, 3)
+    assert listing["/init"][0] == "file" and listing["/init"][1] == 0o755
     assert _without_early_devices(listing, reference) == reference
 
 

@@ -14,10 +14,10 @@ from typing import TypeVar
 
 import networkx as nx
 import pytest
-from supermin.backends.deb.repository import DebRepository
-from supermin.backends.deb.sources import load_source
 from support.debdata import apt_closure, build_deb, debian_index, host_arch, synthetic_debs
 
+from supermin.backends.deb.repository import DebRepository
+from supermin.backends.deb.sources import load_source
 from supermin.errors import ResolveError
 from supermin.packages import Package, Relation
 from supermin.resolve import Resolution, resolve

@@ -23,14 +23,6 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from supermin.backends.rpm.archive import (
-    STATIC_GIDS,
-    STATIC_UIDS,
-    RpmContents,
-    read_rpm,
-    read_rpm_header,
-)
-from supermin.backends.rpm.header import read_headers
 from support.debdata import build_deb
 from support.rpmdata import (
     INT16,
@@ -46,6 +38,14 @@ from support.rpmdata import (
     write_rpm,
 )
 
+from supermin.backends.rpm.archive import (
+    STATIC_GIDS,
+    STATIC_UIDS,
+    RpmContents,
+    read_rpm,
+    read_rpm_header,
+)
+from supermin.backends.rpm.header import read_headers
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import ArchiveError
 from supermin.spool import Spool

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+
 from supermin.backends.rpm.version import (
     EQUAL,
     GREATER,

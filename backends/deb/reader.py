@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from supermin.backends.deb.archive import read_deb
-from supermin.hostfiles.hostfs import HostFiles
-
 from supermin.entry import FileEntry, image_path
 from supermin.errors import ArchiveError
+from supermin.hostfiles.hostfs import HostFiles
 from supermin.packages import Package, PackageContents, Script
 from supermin.spool import Spool
 

@@ -21,7 +21,6 @@ from supermin.backends.deb.relations import (
     parse_requirements,
     version_satisfies,
 )
-
 from supermin.packages import Package, Relation, Requirement
 
 _PRIORITY_RANK = {"required": 0, "important": 1, "standard": 2, "optional": 3, "extra": 4}

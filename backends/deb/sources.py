@@ -12,7 +12,6 @@ from pathlib import Path
 from supermin.backends.deb.archive import read_control
 from supermin.backends.deb.index import Stanza, find_indexes, load_index, parse_control
 from supermin.backends.deb.index import parse_index as parse_status
-
 from supermin.cache import cached, file_identity
 from supermin.errors import SourceError
 from supermin.packages import Package

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, TypeVar, cast
 
 import zstandard
+
 from supermin.backends.rpm.header import (
     Header,
     NotAnRpm,
@@ -38,7 +39,6 @@ from supermin.backends.rpm.header import (
     scriptlets,
     triggers,
 )
-
 from supermin.entry import ROOT, EntryKind, FileEntry, image_path, kind_from_st_mode
 from supermin.errors import ArchiveError
 from supermin.packages import PackageContents, Script

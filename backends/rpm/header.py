@@ -15,6 +15,7 @@ from enum import IntEnum
 from typing import IO
 
 from rpmfile.headers import tags as _CATALOGUE
+
 from supermin.backends.rpm.version import EQUAL, GREATER, LESS, SENSE_MASK
 
 

@@ -31,6 +31,7 @@ import shlex
 import shutil
 import stat
 import subprocess
+import tarfile
 import tempfile
 import time
 import urllib.parse
@@ -428,6 +429,61 @@ def _hand_to_apt_user(directory: Path) -> None:
     except KeyError:
         return
     os.chown(directory, apt_uid, -1)
+
+
+# ------------------------------------------------------------------ a real kernel
+
+
+def kernel_deb() -> Path:
+    """The real linux-image-<abi>-ARCH .deb that linux-image-ARCH depends on, alone.
+
+    Booting it with `qemu -kernel` needs none of its dependencies (initramfs-tools,
+    kmod, udev...), so only this one package is downloaded, into its own pool.
+    """
+    meta = f"linux-image-{host_arch()}"
+    closure = apt_closure([meta])
+    images = [n for n in closure if n.startswith("linux-image-") and n != meta]
+    if len(images) != 1:
+        raise RuntimeError(f"{meta} should pull in one kernel image package, not {images}")
+    name = images[0]
+    pool = public_dir(cache_root() / "pools" / "kernel-only")
+    with _locked("pool-kernel-only"):
+        _sync_pool(pool, {name: closure[name]})
+    return _pool_contents(pool)[(name, closure[name])]
+
+
+@functools.cache
+def kernel_files() -> Path:
+    """A directory holding `vmlinuz` and `config` (its /boot/config-*) from kernel_deb().
+
+    Extracted once per kernel version into the cache, world-readable, by streaming
+    the package's data.tar until both are found.
+    """
+    deb = kernel_deb()
+    out = public_dir(cache_root() / "kernels") / deb.stem
+    with _locked("kernels"):
+        if (out / "vmlinuz").is_file() and (out / "config").is_file():
+            return out
+        public_dir(out)
+        wanted = {"vmlinuz": "./boot/vmlinuz-", "config": "./boot/config-"}
+        with subprocess.Popen(
+            ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE
+        ) as proc:
+            assert proc.stdout is not None
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                for member in tar:
+                    for key, prefix in list(wanted.items()):
+                        if member.isfile() and member.name.startswith(prefix):
+                            source = tar.extractfile(member)
+                            assert source is not None
+                            _write_atomic(out / key, source.read())
+                            del wanted[key]
+                    if not wanted:
+                        break
+            proc.kill()
+        if wanted:
+            raise RuntimeError(f"{deb.name} has no {sorted(wanted.values())}")
+    return out
 
 
 # ------------------------------------------------------------------ synthetic set

@@ -94,10 +94,15 @@ def prepare_in(
 
 
 def build_in(
-    work: Path, repo: Path, *, fmt: str = "chroot", check: bool = True
+    work: Path,
+    repo: Path,
+    *,
+    fmt: str = "chroot",
+    check: bool = True,
+    extra: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """`supermin build WORK/d --repo REPO -f FMT -o WORK/c` as uid 65534, offline."""
     return supermin_nobody(
-        ["build", str(work / "d"), "--repo", str(repo), "-f", fmt, "-o", str(work / "c")],
+        ["build", str(work / "d"), "--repo", str(repo), "-f", fmt, "-o", str(work / "c"), *extra],
         check=check,
     )

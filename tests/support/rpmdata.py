@@ -7,20 +7,30 @@
   is unchanged, like debdata.synthetic_debs();
 - write_rpm(): a tiny writer of hand-made packages for what no real or rpmbuild
   package can cheaply show (the stripped cpio payload of packages with files of
-  4 GiB or more, damaged headers).
+  4 GiB or more, damaged headers);
+- the reference resolvers: dnf_closure() (offline `dnf --installroot … --assumeno
+  install`, the README's verified command), dnf_install() and rpm_query_installed()
+  for a really populated root, solv_closure() (libsolv, shared/testdata's
+  solv-resolve.py);
+- write_repodata(): rpm-md metadata for packages that exist only as metadata
+  (MetaPackage), to ask the resolvers questions no real package set poses.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
 import hashlib
 import os
 import shutil
 import struct
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
 
 from support.debdata import TESTDATA_ENV, cache_root, public_dir
 
@@ -199,3 +209,249 @@ def stripped_cpio(members: Sequence[tuple[int, bytes]]) -> bytes:
         out += data
     pad()
     return bytes(out)
+
+
+# ------------------------------------------------------------------ reference resolvers
+
+# dnf prints its transaction as a table; these headings open the sections of new packages.
+_DNF_INSTALL_SECTIONS = ("Installing:", "Installing dependencies:", "Installing weak dependencies:")
+
+
+class Unsolvable(RuntimeError):
+    """A reference resolver found the job unsolvable; the message is what it printed."""
+
+
+def solv_resolve_script() -> Path:
+    return testdata_dir() / "rpm" / "solv-resolve.py"
+
+
+def _dnf_home(work: Path) -> dict[str, str]:
+    """HOME with an .rpmmacros that puts the rpmdb at <root>/var/lib/rpm (Debian: ~/.rpmdb)."""
+    home = work / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".rpmmacros").write_text("%_dbpath /var/lib/rpm\n")
+    return {**os.environ, "HOME": str(home), "LC_ALL": "C.UTF-8", "COLUMNS": "200"}
+
+
+def _dnf(
+    repo: Path, root: Path, work: Path, args: Sequence[str], weak: bool
+) -> subprocess.CompletedProcess[str]:
+    """dnf, offline, against `repo` only, into `root` (the README's verified command)."""
+    command = [
+        "dnf",
+        f"--installroot={root}",
+        "--releasever=1",
+        "--noplugins",
+        "--setopt=reposdir=/dev/null",
+        f"--setopt=cachedir={work / 'cache'}",
+        f"--repofrompath=local,{repo.absolute()}",
+        "--repo=local",
+        "--setopt=local.gpgcheck=0",
+        "--setopt=local.metadata_expire=0",
+        f"--setopt=install_weak_deps={weak}",
+        *args,
+    ]
+    return subprocess.run(
+        command, env=_dnf_home(work), capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+def parse_dnf_transaction(output: str) -> list[str]:
+    """NEVRAs of the packages a dnf transaction table installs, sorted."""
+    found: list[str] = []
+    section = False
+    carried = ""
+    for line in output.splitlines():
+        stripped = line.strip()
+        if stripped in _DNF_INSTALL_SECTIONS:
+            section = True
+            continue
+        if not stripped or not line.startswith(" ") or stripped.endswith(":"):
+            section = section and stripped.startswith("replacing")
+            continue
+        if not section or stripped.startswith("replacing"):
+            continue
+        fields = (carried + " " + stripped).split() if carried else stripped.split()
+        if len(fields) == 1:  # a long name is printed on a line of its own
+            carried = fields[0]
+            continue
+        carried = ""
+        name, arch, version = fields[:3]
+        found.append(f"{name}-{version}.{arch}")
+    return sorted(found)
+
+
+def dnf_closure(repo: Path, roots: Sequence[str], weak: bool, work: Path) -> list[str]:
+    """What `dnf install ROOTS` would install into an empty root (--assumeno), sorted."""
+    work.mkdir(parents=True, exist_ok=True)
+    proc = _dnf(repo, work / "root", work, ["--assumeno", "install", *roots], weak)
+    if "Error:" in proc.stdout + proc.stderr:
+        raise Unsolvable(proc.stdout + proc.stderr)
+    found = parse_dnf_transaction(proc.stdout)
+    if not found:
+        raise RuntimeError(f"no dnf transaction in:\n{proc.stdout}\n{proc.stderr}")
+    return found
+
+
+def dnf_install(repo: Path, roots: Sequence[str], root: Path, work: Path) -> list[str]:
+    """Really install ROOTS into `root` with dnf (scriptlets run there); the NEVRAs installed."""
+    work.mkdir(parents=True, exist_ok=True)
+    proc = _dnf(repo, root, work, ["-y", "install", *roots], weak=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dnf install failed:\n{proc.stdout}\n{proc.stderr}")
+    return parse_dnf_transaction(proc.stdout)
+
+
+def rpm_query_installed(root: Path, work: Path) -> list[str]:
+    """`rpm -qa` of `root` (database at <root>/var/lib/rpm), as NEVRAs, sorted."""
+    proc = subprocess.run(
+        [
+            "rpm",
+            "--root",
+            str(root),
+            "--dbpath",
+            "/var/lib/rpm",
+            "-qa",
+            "--qf",
+            "%{NAME}-%|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE}.%{ARCH}\\n",
+        ],
+        env=_dnf_home(work),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return sorted(proc.stdout.split())
+
+
+def solv_closure(repo: Path, roots: Sequence[str], weak: bool) -> list[str]:
+    """What libsolv (solv-resolve.py, run by this interpreter) installs for ROOTS, sorted."""
+    command = [sys.executable, str(solv_resolve_script()), "--arch", "x86_64"]
+    if not weak:
+        command.append("--no-weak")
+    proc = subprocess.run(
+        [*command, str(repo.absolute()), "--", *roots],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise Unsolvable(proc.stdout + proc.stderr)
+    return sorted(proc.stdout.split())
+
+
+# ------------------------------------------------------------------ hand-written repodata
+
+
+@dataclass(frozen=True)
+class MetaPackage:
+    """A package that exists only as rpm-md metadata: enough for resolvers, nothing to install.
+
+    Dependencies are written as rpm prints them: "name", "name >= [E:]V[-R]" or a rich
+    "(a or b)". `version` is "[E:]V-R".
+    """
+
+    name: str
+    version: str = "1.0-1"
+    arch: str = "noarch"
+    provides: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()
+    obsoletes: tuple[str, ...] = ()
+    recommends: tuple[str, ...] = ()
+    supplements: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+
+
+_XML_FLAGS = {"<": "LT", "<=": "LE", "=": "EQ", ">=": "GE", ">": "GT"}
+
+
+def _split_evr(evr: str) -> tuple[str, str, str | None]:
+    epoch, _, rest = evr.rpartition(":") if ":" in evr else ("0", "", evr)
+    version, dash, release = rest.rpartition("-")
+    return (epoch or "0", version, release) if dash else (epoch or "0", rest, None)
+
+
+def _entry(dependency: str) -> str:
+    words = dependency.split()
+    if dependency.startswith("(") or len(words) != 3:
+        return f"<rpm:entry name={quoteattr(dependency)}/>"
+    name, op, evr = words
+    epoch, version, release = _split_evr(evr)
+    rel = f" rel={quoteattr(release)}" if release else ""
+    return (
+        f"<rpm:entry name={quoteattr(name)} flags={quoteattr(_XML_FLAGS[op])}"
+        f" epoch={quoteattr(epoch)} ver={quoteattr(version)}{rel}/>"
+    )
+
+
+def _package_xml(package: MetaPackage) -> str:
+    epoch, version, release = _split_evr(package.version)
+    pkgid = hashlib.sha256(repr(package).encode()).hexdigest()
+    parts = [
+        '<package type="rpm">',
+        f"<name>{escape(package.name)}</name><arch>{package.arch}</arch>",
+        f'<version epoch="{epoch}" ver={quoteattr(version)} rel={quoteattr(release or "")}/>',
+        f'<checksum type="sha256" pkgid="YES">{pkgid}</checksum>',
+        "<summary>s</summary><description>d</description>",
+        f'<location href="{escape(package.name)}-{version}-{release}.{package.arch}.rpm"/>',
+        f"<format><rpm:sourcerpm>{escape(package.name)}-{version}-{release}.src.rpm</rpm:sourcerpm>",
+    ]
+    self_provide = f"{package.name} = {package.version}"
+    for kind in ("provides", "requires", "conflicts", "obsoletes", "recommends", "supplements"):
+        entries = list(getattr(package, kind))
+        if kind == "provides":
+            entries.insert(0, self_provide)
+        if entries:
+            parts.append(f"<rpm:{kind}>{''.join(_entry(e) for e in entries)}</rpm:{kind}>")
+    parts.extend(f"<file>{escape(path)}</file>" for path in package.files if _in_primary(path))
+    parts.append("</format></package>")
+    return "".join(parts)
+
+
+def _in_primary(path: str) -> bool:
+    return path.startswith("/etc/") or "bin/" in path
+
+
+def write_repodata(directory: Path, packages: Sequence[MetaPackage]) -> Path:
+    """An rpm-md repository at `directory` (gzip primary and filelists, repomd.xml)."""
+    (directory / "repodata").mkdir(parents=True, exist_ok=True)
+    primary = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<metadata xmlns="http://linux.duke.edu/metadata/'
+        'common" xmlns:rpm="http://linux.duke.edu/metadata/rpm" '
+        f'packages="{len(packages)}">\n'
+        + "\n".join(map(_package_xml, packages))
+        + "\n</metadata>\n"
+    )
+    lists = []
+    for package in packages:
+        epoch, version, release = _split_evr(package.version)
+        pkgid = hashlib.sha256(repr(package).encode()).hexdigest()
+        files = "".join(f"<file>{escape(path)}</file>" for path in package.files)
+        lists.append(
+            f'<package pkgid="{pkgid}" name={quoteattr(package.name)} arch="{package.arch}">'
+            f'<version epoch="{epoch}" ver={quoteattr(version)} rel={quoteattr(release or "")}/>'
+            f"{files}</package>"
+        )
+    filelists = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<filelists xmlns="http://linux.duke.edu/'
+        f'metadata/filelists" packages="{len(packages)}">\n' + "\n".join(lists) + "\n</filelists>\n"
+    )
+    data = []
+    for kind, text in (("primary", primary), ("filelists", filelists)):
+        raw = text.encode()
+        packed = gzip.compress(raw, mtime=0)
+        (directory / "repodata" / f"{kind}.xml.gz").write_bytes(packed)
+        data.append(
+            f'<data type="{kind}"><checksum type="sha256">{hashlib.sha256(packed).hexdigest()}'
+            f'</checksum><open-checksum type="sha256">{hashlib.sha256(raw).hexdigest()}'
+            f'</open-checksum><location href="repodata/{kind}.xml.gz"/><timestamp>1</timestamp>'
+            f"<size>{len(packed)}</size><open-size>{len(raw)}</open-size></data>"
+        )
+    (directory / "repodata" / "repomd.xml").write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n<repomd xmlns="http://linux.duke.edu/metadata/'
+        'repo" xmlns:rpm="http://linux.duke.edu/metadata/rpm"><revision>1</revision>'
+        + "".join(data)
+        + "</repomd>\n"
+    )
+    return directory
