@@ -103,3 +103,12 @@ def open_universe(
     else:
         repository = DebRepository(packages, native_arch(host_cpu))
     return Universe(kind, repository, packages, description)
+
+
+def list_drivers(sysroot: Path = Path("/")) -> list[tuple[str, bool]]:
+    """Each package format, and whether the sysroot has its installed-package database."""
+    rpm_databases = ("var/lib/rpm", "usr/lib/sysimage/rpm")
+    return [
+        ("deb", (sysroot / DPKG_STATUS).is_file()),
+        ("rpm", any((sysroot / place).is_dir() for place in rpm_databases)),
+    ]

@@ -8,7 +8,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${SUPERMIN_VENV:-/var/tmp/supermin-venv}
 SYSTEM_TOOLS=(python3-venv dpkg-dev apt-utils gcc zstd xz-utils busybox-static libarchive-tools cpio e2fsprogs
               util-linux ca-certificates rpm rpm2cpio python3-rpm createrepo-c binutils
-              qemu-system-x86 dnf)
+              qemu-system-x86 dnf libcap2-bin)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -2,9 +2,10 @@
 
 Both are POSIX sh scripts shipped as package data (hostfiles/init/). The
 runner goes into every format, beside the manifest it reads. `/init` only
-goes into the initrd format, in the lowest layer, so that any /init the
-appliance brings itself (a package, host files, a supermin.d tarball such as
-libguestfs's init.tar.gz) wins over ours.
+goes into the bootable formats (the initrd, and the ext2 root that the
+mini-initrd of supermin.miniinitrd switches to), in the lowest layer, so
+that any /init the appliance brings itself (a package, host files, a
+supermin.d tarball such as libguestfs's init.tar.gz) wins over ours.
 """
 
 from __future__ import annotations

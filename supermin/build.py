@@ -21,7 +21,10 @@ from supermin.hostfiles.hostfs import HostFiles
 from supermin.inputs import read_inputs, tarball_entries
 from supermin.kernel import Kernel, KernelSearch, find_kernel
 from supermin.merge import Layer, merge
+from supermin.miniinitrd import write_mini_initrd
+from supermin.outputs.archives import dropped_xattrs as cpio_dropped_xattrs
 from supermin.outputs.archives import write_cpio, write_tar
+from supermin.outputs.chroot import dropped_xattrs as chroot_dropped_xattrs
 from supermin.outputs.chroot import write_chroot
 from supermin.outputs.compression import Compression, compression_from_name
 from supermin.outputs.ext2 import write_ext2
@@ -165,6 +168,8 @@ def write_output(
     options: OutputOptions,
     stage: Stage,
     kernel: Kernel | None = None,
+    report: Reporter | None = None,
+    host_root: Path = Path("/"),  # --sysroot: the ext2 initrd's busybox and modules may be here
 ) -> None:
     match options.fmt:
         case OutputFormat.CHROOT:
@@ -176,13 +181,27 @@ def write_output(
             directory = stage.path(output)
             directory.mkdir()
             epoch = source_date_epoch()
+            timestamp = epoch if epoch is not None else int(time.time())
             write_ext2(
                 entries,
                 directory / "root",
                 size=options.size,
                 uuid=filesystem_uuid(entries, epoch),
-                timestamp=epoch if epoch is not None else int(time.time()),
+                timestamp=timestamp,
             )
+            # supermin's layout: the root boots with DIR/kernel and the mini-initrd.
+            write_mini_initrd(
+                kernel,
+                entries,
+                directory / "initrd",
+                host_root=host_root,
+                spool=Spool(stage.work / "mini-initrd"),
+                mtime=timestamp,
+                compression=options.compression,
+                report=report or Reporter(),
+            )
+            if kernel is not None:
+                shutil.copyfile(kernel.image, directory / "kernel")
         case OutputFormat.INITRD if kernel is not None:
             directory = stage.path(output)
             directory.mkdir()
@@ -194,6 +213,24 @@ def write_output(
             write_tar(entries, stage.path(output), compression_from_name(output))
 
 
+def warn_about_dropped_xattrs(
+    entries: Sequence[FileEntry], fmt: OutputFormat, report: Reporter
+) -> None:
+    """Say once which extended attributes (file capabilities…) an output cannot keep."""
+    if fmt is OutputFormat.INITRD:
+        lost, why = cpio_dropped_xattrs(entries), "a newc cpio cannot hold extended attributes"
+    elif fmt is OutputFormat.CHROOT:
+        lost = chroot_dropped_xattrs(entries)
+        why = "without root only user.* extended attributes can be set"
+    else:
+        return
+    if lost:
+        report.warn(
+            f"{why}: {len(lost)} paths lose theirs (first: {lost[0]}); "
+            "build as root, or use -f tar or -f ext2"
+        )
+
+
 def build(
     inputs: Sequence[Path],
     output: Path,
@@ -203,9 +240,11 @@ def build(
 ) -> None:
     if options.fmt is OutputFormat.TAR:
         compression_from_name(output)  # refuse a bad name before any work
-    initrd = options.fmt is OutputFormat.INITRD
-    base = [INITRD_DEVICES] if initrd else []
-    init = InitRequest(options.init) if initrd else None
+    # Both boot the appliance's tree: it gets our /init (first boot, then --init)
+    # and the directories the kernel filesystems are mounted on.
+    bootable = options.fmt in (OutputFormat.INITRD, OutputFormat.EXT2)
+    base = [INITRD_DEVICES] if bootable else []
+    init = InitRequest(options.init) if bootable else None
     with staged(output) as stage:
         entries = collect_entries(inputs, sources, stage, report, base, init)
         kernel = None
@@ -213,6 +252,7 @@ def build(
             search = KernelSearch(os.environ, options.kernel, sources.sysroot, sources.host_cpu)
             kernel = find_kernel(search, entries)
             report.info(f"kernel {kernel.version or '(release unknown)'}: {kernel.origin}")
+        warn_about_dropped_xattrs(entries, options.fmt, report)
         with report.step(f"writing {len(entries)} entries to {output} ({options.fmt})"):
-            write_output(entries, output, options, stage, kernel)
+            write_output(entries, output, options, stage, kernel, report, sources.sysroot)
     report.info(f"built {output}")

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
+import re
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 from supermin import __version__
+from supermin.backends.registry import list_drivers
 from supermin.build import OutputFormat, OutputOptions, build, initrd_is_directory, parse_format
 from supermin.errors import SuperminError, UsageError
+from supermin.freshness import fingerprint, is_fresh, record
 from supermin.outputs.compression import parse_compression
 from supermin.outputs.ext2 import parse_size
 from supermin.prepare import Sources, prepare
@@ -62,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--init",
         type=PurePosixPath,
-        help="-f initrd: the program /init runs after first boot (default /sbin/init, else sh)",
+        help="-f initrd, ext2: what /init runs after first boot (default /sbin/init, else sh)",
     )
     parser.add_argument(
         "--compress", default="zstd", help="initrd compression: zstd (default), xz, gzip, none"
@@ -90,6 +95,23 @@ def _parser() -> argparse.ArgumentParser:
         "--weak-deps", action="store_true", help="also install RPM weak dependencies"
     )
     parser.add_argument("--host-cpu", help="target architecture (default: this machine's)")
+    parser.add_argument(
+        "--if-newer",
+        action="store_true",
+        help="skip the build when nothing that shapes the output changed",
+    )
+    parser.add_argument("--lock", type=Path, help="hold this lock file for the whole run")
+    parser.add_argument(
+        "--list-drivers", action="store_true", help="list package formats and if detected here"
+    )
+    parser.add_argument(
+        "--copy-kernel",
+        action="store_true",
+        help="accepted for compatibility: the kernel is always copied",
+    )
+    parser.add_argument(
+        "--packager-config", help="accepted for compatibility: package sources come from --repo"
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.add_argument("-V", "--version", action="store_true", help="print the version")
     return parser
@@ -107,6 +129,8 @@ _TAKES_VALUE = {
     "--compress",
     "--kernel",
     "--init",
+    "--lock",
+    "--packager-config",
 }
 
 
@@ -147,7 +171,8 @@ def _output_options(options: argparse.Namespace) -> OutputOptions:
         fmt,
         size,
         parse_compression(options.compress),
-        with_kernel=fmt is OutputFormat.INITRD and initrd_is_directory(options.output or ""),
+        with_kernel=fmt is OutputFormat.EXT2
+        or (fmt is OutputFormat.INITRD and initrd_is_directory(options.output or "")),
         kernel=options.kernel,
         init=options.init,
     )
@@ -159,6 +184,40 @@ def run(argv: Sequence[str], report: Reporter) -> int:
     if options.version:
         print(f"supermin {__version__}")
         return 0
+    if options.list_drivers:
+        for name, detected in list_drivers(options.sysroot):
+            print(f"{name}: {'detected' if detected else 'not detected'}")
+        return 0
+    with _locked(options.lock):
+        return _run_mode(options, argv, report)
+
+
+@contextlib.contextmanager
+def _locked(path: Path | None) -> Iterator[None]:
+    """--lock: a blocking lock held for the whole run, taken before the if-newer check."""
+    if path is None:
+        yield
+        return
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _shaping(argv: Sequence[str]) -> list[str]:
+    """The command line less what cannot change the output (verbosity, locking, --if-newer)."""
+    kept: list[str] = []
+    skip_value = False
+    for word in argv:
+        if skip_value:
+            skip_value = False
+        elif word == "--lock":
+            skip_value = True
+        elif not (word in ("--if-newer", "--verbose") or re.fullmatch(r"-v+", word)):
+            kept.append(word)
+    return kept
+
+
+def _run_mode(options: argparse.Namespace, argv: Sequence[str], report: Reporter) -> int:
     sources = Sources(tuple(options.repo), options.sysroot, options.host_cpu, options.weak_deps)
     if options.mode == "prepare":
         if not options.args:
@@ -169,13 +228,15 @@ def run(argv: Sequence[str], report: Reporter) -> int:
             raise UsageError("--build needs at least one input directory")
         if options.format is None:
             raise UsageError("--build needs -f FORMAT", "e.g. -f chroot")
-        build(
-            [Path(a) for a in options.args],
-            _output(options.output),
-            _output_options(options),
-            sources,
-            report,
-        )
+        inputs = [Path(a) for a in options.args]
+        output = _output(options.output)
+        stamp = fingerprint(inputs, sources.repos, sources.sysroot, _shaping(argv), os.environ)
+        if options.if_newer and is_fresh(output, stamp):
+            report.info(f"{output} is up to date")
+            return 0
+        build(inputs, output, _output_options(options), sources, report)
+        if options.if_newer:  # only then is a stamp beside the output wanted
+            record(output, stamp)
     else:
         raise UsageError("say --prepare or --build (or: supermin prepare / supermin build)")
     return 0

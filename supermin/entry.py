@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -45,6 +46,8 @@ class FileEntry:
     text of a symlink, or the absolute image path a hardlink points at.
     `content` is where the bytes of a regular file live on the build machine
     (a spooled archive member or a host file); writers copy from it.
+    `xattrs` are the extended attributes (full name, raw value), sorted by
+    name; a hardlink carries those of its file, as they share one inode.
     """
 
     path: PurePosixPath
@@ -60,10 +63,16 @@ class FileEntry:
     rdev: tuple[int, int] = (0, 0)
     origin: str = ""
     content: Path | None = None
+    xattrs: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def st_mode(self) -> int:
         return KIND_FORMAT_BITS[self.kind] | self.mode
+
+
+def sorted_xattrs(pairs: Iterable[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
+    """Extended attributes as FileEntry holds them: sorted by name, the last value of a name."""
+    return tuple(sorted(dict(pairs).items()))
 
 
 def image_path(name: str, *, origin: str = "") -> PurePosixPath:

@@ -2,15 +2,46 @@
 
 from __future__ import annotations
 
-import libarchive
+import ctypes
 
-from supermin.entry import ROOT, EntryKind, FileEntry, image_path
+import libarchive
+import libarchive.ffi as ffi
+
+from supermin.entry import ROOT, EntryKind, FileEntry, image_path, sorted_xattrs
 from supermin.errors import ArchiveError
 from supermin.spool import Spool
 
 CONTENT_BLOCK = 1 << 20
 
 _DEVICE_KINDS = (EntryKind.CHAR, EntryKind.BLOCK)
+
+# libarchive-c has no xattr API: declare the iterator once. It yields what
+# pax SCHILY.xattr.* and LIBARCHIVE.xattr.* headers (and GNU tar's) carry.
+ffi.ffi("entry_xattr_reset", [ctypes.c_void_p], ctypes.c_int)
+ffi.ffi(
+    "entry_xattr_next",
+    [
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_char_p),
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.POINTER(ctypes.c_size_t),
+    ],
+    ctypes.c_int,
+)
+_ARCHIVE_OK = 0
+
+
+def member_xattrs(member: libarchive.ArchiveEntry) -> tuple[tuple[str, bytes], ...]:
+    """The member's extended attributes, sorted by name."""
+    pointer = member._entry_p
+    pairs: list[tuple[str, bytes]] = []
+    if ffi.entry_xattr_reset(pointer) <= 0:
+        return ()
+    name, value, size = ctypes.c_char_p(), ctypes.c_void_p(), ctypes.c_size_t()
+    while ffi.entry_xattr_next(pointer, name, value, size) == _ARCHIVE_OK:
+        raw = ctypes.string_at(value, size.value) if value.value else b""
+        pairs.append(((name.value or b"").decode("utf-8", "surrogateescape"), raw))
+    return sorted_xattrs(pairs)
 
 
 def member_kind(member: libarchive.ArchiveEntry, where: str) -> EntryKind:
@@ -65,6 +96,7 @@ def tar_entries(
                 rdev=(member.rdevmajor, member.rdevminor) if kind in _DEVICE_KINDS else (0, 0),
                 origin=origin,
                 content=content,
+                xattrs=member_xattrs(member),
             )
         )
     return entries

@@ -25,6 +25,7 @@ from typing import IO, TypeVar, cast
 
 import zstandard
 
+from supermin.backends.rpm.filecaps import CAPABILITY_XATTR, capability_xattr
 from supermin.backends.rpm.header import (
     Header,
     NotAnRpm,
@@ -408,6 +409,10 @@ def _entries(
             target = files.links[fx]
         device = kind in (EntryKind.CHAR, EntryKind.BLOCK)
         user, group = files.users[meta], files.groups[meta]
+        # libcap's cap_set_fd, through which rpm sets them, takes regular files only.
+        regular = kind in (EntryKind.FILE, EntryKind.HARDLINK)
+        capable = regular and files.caps[meta]
+        xattrs = ((CAPABILITY_XATTR, _capability(files, meta)),) if capable else ()
         entries.append(
             FileEntry(
                 path=path,
@@ -423,9 +428,17 @@ def _entries(
                 rdev=(os.major(files.rdevs[fx]), os.minor(files.rdevs[fx])) if device else (0, 0),
                 origin=origin,
                 content=content,
+                xattrs=xattrs,
             )
         )
     return entries, ghosts
+
+
+def _capability(files: _Files, fx: int) -> bytes:
+    try:
+        return capability_xattr(files.caps[fx])
+    except ValueError as err:
+        raise PackageFormatError(f"{files.paths[fx]}: {err}") from None
 
 
 # ---------------------------------------------------------------- entry points

@@ -4,6 +4,11 @@ Hardlinks: tar records them as links to the first name; newc gives every name
 of a set the same inode number and link count and carries the data on the
 last name, as cpio and the kernel's initramfs unpacker expect. Inode numbers
 are assigned in entry order, so the same entries give the same bytes.
+
+Extended attributes: tar carries them as pax SCHILY.xattr.* records, which
+GNU tar --xattrs and bsdtar restore, on a file's member only (its hardlinks
+share the inode). newc has no place for them: the cpio writer leaves them
+out and `dropped_xattrs` names what it leaves out.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ ffi.ffi("entry_set_ino64", [ctypes.c_void_p, ctypes.c_int64], None)
 ffi.ffi("entry_set_nlink", [ctypes.c_void_p, ctypes.c_uint], None)
 ffi.ffi("entry_update_symlink_utf8", [ctypes.c_void_p, ctypes.c_char_p], ctypes.c_int)
 ffi.ffi("entry_update_hardlink_utf8", [ctypes.c_void_p, ctypes.c_char_p], ctypes.c_int)
+ffi.ffi(
+    "entry_xattr_add_entry",
+    [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t],
+    None,
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,7 @@ class _Member:
     ino: int
     nlink: int
     hardlink_to: str | None = None
+    with_xattrs: bool = False
 
 
 def _link_groups(entries: Sequence[FileEntry]) -> dict[PurePosixPath, list[FileEntry]]:
@@ -89,7 +100,7 @@ def _tar_members(entries: Sequence[FileEntry]) -> Iterator[_Member]:
             target = _name(PurePosixPath(entry.target or ""), "./")
             yield _Member(entry, name, 0, None, number, 1, hardlink_to=target)
         else:
-            yield _Member(entry, name, entry.size, entry.content, number, 1)
+            yield _Member(entry, name, entry.size, entry.content, number, 1, with_xattrs=True)
 
 
 def _archive_entry(member: _Member) -> libarchive.ArchiveEntry:
@@ -115,6 +126,9 @@ def _archive_entry(member: _Member) -> libarchive.ArchiveEntry:
         ffi.entry_update_symlink_utf8(pointer, (entry.target or "").encode())
     if member.hardlink_to is not None:
         ffi.entry_update_hardlink_utf8(pointer, member.hardlink_to.encode())
+    if member.with_xattrs:
+        for name, value in entry.xattrs:
+            ffi.entry_xattr_add_entry(pointer, name.encode(), value, len(value))
     return archive_entry
 
 
@@ -158,8 +172,19 @@ def _write(members: Iterator[_Member], path: Path, format_name: str, kind: Compr
         out.write(compressor.flush())
 
 
+def dropped_xattrs(entries: Sequence[FileEntry]) -> list[str]:
+    """Paths whose extended attributes write_cpio leaves out (newc cannot hold them).
+
+    A hardlink is named once, by its file: the attributes belong to the inode.
+    """
+    return [str(e.path) for e in entries if e.xattrs and e.kind is not EntryKind.HARDLINK]
+
+
 def write_cpio(entries: Sequence[FileEntry], path: Path, compression: Compression) -> None:
-    """One newc cpio of the whole tree (an initramfs), compressed as asked."""
+    """One newc cpio of the whole tree (an initramfs), compressed as asked.
+
+    Extended attributes are left out: warn about `dropped_xattrs(entries)`.
+    """
     _write(_cpio_members(entries), path, "cpio_newc", compression)
 
 

@@ -7,7 +7,10 @@ mkdir, mknod, symlink, link all fail on an existing name), so whatever the
 entries say, nothing is written through a symlink or outside the root.
 
 Without root the tree gets the builder's ownership and no device nodes; the
-mtree file written beside it (outputs.mtree) records the truth.
+mtree file written beside it (outputs.mtree) records the truth. Extended
+attributes are set after the owner and mode (chown clears security.capability);
+without root only the `user.*` ones can be, and mtree(5) has no keyword for the
+rest: they are lost from such a tree (`dropped_xattrs` names them).
 """
 
 from __future__ import annotations
@@ -58,6 +61,24 @@ def write_chroot(
         writer.finish()
     finally:
         writer.close()
+
+
+def settable_xattrs(entry: FileEntry, privileged: bool) -> tuple[tuple[str, bytes], ...]:
+    """The entry's xattrs that a writer with or without root can set."""
+    if privileged:
+        return entry.xattrs
+    return tuple((name, value) for name, value in entry.xattrs if name.startswith("user."))
+
+
+def dropped_xattrs(entries: Sequence[FileEntry], *, privileged: bool | None = None) -> list[str]:
+    """Paths whose xattrs write_chroot cannot set with these privileges (default: ours)."""
+    if privileged is None:
+        privileged = os.geteuid() == 0
+    return [
+        str(e.path)
+        for e in entries
+        if e.kind is not EntryKind.HARDLINK and settable_xattrs(e, privileged) != e.xattrs
+    ]
 
 
 def _names(path: PurePosixPath) -> Names:
@@ -171,6 +192,8 @@ def _hint(err: OSError, privileged: bool) -> str:
         return f"a parent of the path is a symlink or not a directory: {_HOSTILE}"
     if code == errno.ENOENT:
         return "a parent directory is missing from the entry list, or a content file vanished"
+    if code in (errno.ENOTSUP, errno.EOPNOTSUPP):
+        return "the output file system does not support these extended attributes"
     if code in (errno.EMFILE, errno.ENFILE):
         return "too many open files"
     if code == errno.EINVAL and privileged:
@@ -258,6 +281,8 @@ class _ChrootWriter:
                 os.fchown(fd, entry.uid, entry.gid)
             # After chown, which clears setuid/setgid.
             os.fchmod(fd, entry.mode)
+            for attribute, value in settable_xattrs(entry, self.privileged):
+                os.setxattr(fd, attribute, value)
             os.utime(fd, (entry.mtime, entry.mtime))
         finally:
             os.close(fd)
@@ -293,6 +318,7 @@ class _ChrootWriter:
         os.symlink(entry.target, name, dir_fd=parent)
         if self.privileged:
             os.chown(name, entry.uid, entry.gid, dir_fd=parent, follow_symlinks=False)
+        self._set_xattrs_at(parent, name, entry)
         os.utime(name, (entry.mtime, entry.mtime), dir_fd=parent, follow_symlinks=False)
 
     def _write_hardlink(self, parent: int, names: Names, entry: FileEntry) -> None:
@@ -321,7 +347,17 @@ class _ChrootWriter:
         # chmod cannot refuse to follow a symlink with dir_fd, but the name was
         # just created exclusively by us, so it is the node, not a symlink.
         os.chmod(name, entry.mode, dir_fd=parent)
+        self._set_xattrs_at(parent, name, entry)
         os.utime(name, (entry.mtime, entry.mtime), dir_fd=parent, follow_symlinks=False)
+
+    def _set_xattrs_at(self, parent: int, name: str, entry: FileEntry) -> None:
+        """Set xattrs on a node that cannot be opened (symlink, FIFO, device).
+
+        setxattr(2) has no *at form: the parent is reached through its
+        descriptor's /proc link, and the name itself is not followed.
+        """
+        for attribute, value in settable_xattrs(entry, self.privileged):
+            os.setxattr(f"/proc/self/fd/{parent}/{name}", attribute, value, follow_symlinks=False)
 
     def finish(self) -> None:
         """Apply directory owners, modes and mtimes, deepest first, the root last."""
@@ -343,4 +379,6 @@ class _ChrootWriter:
         if self.privileged:
             os.fchown(fd, entry.uid, entry.gid)
         os.fchmod(fd, entry.mode)
+        for attribute, value in settable_xattrs(entry, self.privileged):
+            os.setxattr(fd, attribute, value)
         os.utime(fd, (entry.mtime, entry.mtime))

@@ -486,6 +486,43 @@ def kernel_files() -> Path:
     return out
 
 
+@functools.cache
+def kernel_modules() -> Path:
+    """/lib/modules/VERSION of kernel_deb(), extracted once into the cache, world-readable.
+
+    The package ships no modules.dep (depmod runs in its postinst): this is the tree
+    exactly as the .deb holds it, for $SUPERMIN_MODULES.
+    """
+    deb = kernel_deb()
+    top = public_dir(cache_root() / "kernels") / deb.stem
+    done = top / "modules.done"
+    with _locked("kernels"):
+        found = sorted((top / "modules").glob("lib/modules/*"))
+        if done.is_file() and len(found) == 1:
+            return found[0]
+        scratch = top / ".modules.partial"
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(top / "modules", ignore_errors=True)
+        public_dir(scratch)
+        with subprocess.Popen(
+            ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE
+        ) as proc:
+            assert proc.stdout is not None
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                for member in tar:
+                    if member.name.startswith("./lib/modules/") and (
+                        member.isfile() or member.isdir()
+                    ):
+                        tar.extract(member, scratch)  # regular files and directories only
+        _make_world_readable(scratch)
+        os.replace(scratch, top / "modules")
+        _write_atomic(done, b"")
+        found = sorted((top / "modules").glob("lib/modules/*"))
+    if len(found) != 1:
+        raise RuntimeError(f"{deb.name} holds {len(found)} module trees, not one")
+    return found[0]
+
+
 # ------------------------------------------------------------------ synthetic set
 
 

@@ -3,7 +3,8 @@
 No mke2fs, no mount, no root: the superblock, group descriptors, bitmaps, inode
 tables, directories and block maps are packed here and written into a sparse
 file. The result is a revision-1 ext2 with 4 KiB blocks, 256-byte inodes and
-the filetype, sparse_super and large_file features, which e2fsck finds clean.
+the filetype, sparse_super and large_file features, which e2fsck finds clean;
+ext_attr too when some entry has extended attributes, kept in its inode.
 
     plan_tree     entries -> inodes and directory blocks, refusing what ext2 cannot hold
     plan_geometry size -> block groups, checked against what the tree needs

@@ -16,6 +16,7 @@ from supermin.outputs.ext2.blockmap import BLOCK_SIZE
 
 BLOCKS_PER_GROUP = 8 * BLOCK_SIZE
 INODE_SIZE = 256  # room for extra timestamp bits: dates past 2038
+EXTRA_ISIZE = 32  # the large inode fields this writer fills (timestamps' extra bits)
 INODES_PER_BLOCK = BLOCK_SIZE // INODE_SIZE
 MAX_INODES_PER_GROUP = 8 * BLOCK_SIZE  # one inode bitmap block per group
 INODE_RATIO = 16384  # bytes of disk per inode, mke2fs's default

@@ -11,7 +11,7 @@ import hashlib
 import struct
 
 from supermin.outputs.ext2.blockmap import BLOCK_SIZE
-from supermin.outputs.ext2.layout import BLOCKS_PER_GROUP, INODE_SIZE, Geometry
+from supermin.outputs.ext2.layout import BLOCKS_PER_GROUP, EXTRA_ISIZE, INODE_SIZE, Geometry
 from supermin.outputs.ext2.tree import LOST_FOUND_INODE
 
 SUPERBLOCK_OFFSET = 1024  # in group 0; a backup starts its group's first block
@@ -21,13 +21,13 @@ _STATE_CLEAN = 1
 _ERRORS_CONTINUE = 1
 _LOG_BLOCK_SIZE = BLOCK_SIZE.bit_length() - 11  # block size = 1024 << this
 _REV_DYNAMIC = 1
+_COMPAT_EXT_ATTR = 0x0008
 _INCOMPAT_FILETYPE = 0x0002
 _RO_COMPAT_SPARSE_SUPER = 0x0001
 _RO_COMPAT_LARGE_FILE = 0x0002
 _MOUNT_USER_XATTR_ACL = 0x000C  # mke2fs.conf's default_mntopts
 _FLAG_SIGNED_HASH = 0x0001  # what mke2fs records on x86, where char is signed
 _HASH_HALF_MD4 = 1
-EXTRA_ISIZE = 32  # the large inode fields this writer fills (timestamps' extra bits)
 
 _INODE = struct.Struct("<HHIIIIIHHIII60sIIIIHHHHHHHHIIIIIII")
 _DESCRIPTOR = struct.Struct("<IIIHHHH12x")
@@ -134,8 +134,9 @@ def pack_superblock(
     uuid: bytes,
     label: bytes,
     timestamp: int,
+    ext_attr: bool = False,
 ) -> bytes:
-    """The superblock, or its backup in `group`."""
+    """The superblock, or its backup in `group`; `ext_attr` when inodes hold xattrs."""
     block = bytearray(SUPERBLOCK_SIZE)
     time_low, time_high = timestamp & 0xFFFFFFFF, timestamp >> 32
     fields: list[tuple[int, str, int | bytes]] = [
@@ -160,6 +161,7 @@ def pack_superblock(
         (0x054, "I", LOST_FOUND_INODE),  # first non-reserved inode
         (0x058, "H", INODE_SIZE),
         (0x05A, "H", group),
+        (0x05C, "I", _COMPAT_EXT_ATTR if ext_attr else 0),
         (0x060, "I", _INCOMPAT_FILETYPE),
         (0x064, "I", _RO_COMPAT_SPARSE_SUPER | _RO_COMPAT_LARGE_FILE),
         (0x068, "16s", uuid),

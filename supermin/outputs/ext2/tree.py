@@ -18,6 +18,7 @@ from pathlib import PurePosixPath
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import OutputError
 from supermin.outputs.ext2.blockmap import BLOCK_SIZE, indirect_blocks, max_data_blocks
+from supermin.outputs.ext2.xattrs import pack_inode_xattrs
 
 ROOT_INODE = 2
 LOST_FOUND_INODE = 11  # s_first_ino: 1-10 are reserved
@@ -63,6 +64,7 @@ class Node:
     content: bytes = b""  # directory blocks, or a slow symlink's target
     data_blocks: int = 0
     min_blocks: int = 0
+    xattrs: bytes = b""  # the in-inode extended attribute area, if any
 
     @property
     def total_blocks(self) -> int:
@@ -74,6 +76,10 @@ class Tree:
     nodes: list[Node]  # by inode number
     used_inodes: int  # the highest inode number taken
     used_blocks: int  # data and indirect blocks of every inode
+
+    @property
+    def has_xattrs(self) -> bool:
+        return any(node.xattrs for node in self.nodes)
 
 
 def plan_tree(entries: Sequence[FileEntry], timestamp: int) -> Tree:
@@ -117,6 +123,7 @@ class _Planner:
             raise refuse(entry, "the first entry must be the root directory /")
         _check_metadata(entry)
         root = Node(ROOT_INODE, entry, ROOT_INODE, links=2, children=[])
+        root.xattrs = _xattrs(entry)
         self.nodes.append(root)
         self.dirs["/"] = root
 
@@ -136,7 +143,7 @@ class _Planner:
         else:
             number = self.next_inode
             self.next_inode += 1
-        node = Node(number, entry, parent.number)
+        node = Node(number, entry, parent.number, xattrs=_xattrs(entry))
         match entry.kind:
             case EntryKind.DIR:
                 node.links = 2  # its own "." and its name in the parent
@@ -199,6 +206,13 @@ def _check_metadata(entry: FileEntry) -> None:
             raise refuse(entry, f"{what} {number} does not fit in 32 bits")
     if not MIN_TIME <= entry.mtime <= MAX_TIME:
         raise refuse(entry, f"mtime {entry.mtime} is outside ext2's years 1901 to 2446")
+
+
+def _xattrs(entry: FileEntry) -> bytes:
+    try:
+        return pack_inode_xattrs(entry.xattrs)
+    except ValueError as err:
+        raise refuse(entry, str(err), "") from None
 
 
 def _name(entry: FileEntry, name: str) -> bytes:

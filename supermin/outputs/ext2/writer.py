@@ -23,6 +23,7 @@ from supermin.outputs.ext2.records import (
     pack_superblock,
 )
 from supermin.outputs.ext2.tree import Node, Tree, refuse
+from supermin.outputs.ext2.xattrs import XATTR_OFFSET
 
 _FLUSH_AT = 8 << 20  # bytes of consecutive blocks gathered into one pwrite
 _READ_CHUNK = 1 << 20
@@ -121,9 +122,10 @@ class ImageWriter:
             pieces = _pieces(blocks, node.content if entry.kind is not EntryKind.FILE else b"")
             for block, data in pieces:
                 self.sink.put(block, data)
+        offset = (node.number - 1) * INODE_SIZE
         pack_inode(
             self.inodes,
-            (node.number - 1) * INODE_SIZE,
+            offset,
             mode=entry.st_mode,
             uid=entry.uid,
             gid=entry.gid,
@@ -133,6 +135,9 @@ class ImageWriter:
             blocks=blocks.total if blocks else 0,
             i_block=_i_block(node, blocks),
         )
+        if node.xattrs:
+            start = offset + XATTR_OFFSET
+            self.inodes[start : start + len(node.xattrs)] = node.xattrs
 
     def copy_content(self, entry: FileEntry, runs: Sequence[Run]) -> None:
         if entry.content is None:
@@ -232,6 +237,7 @@ class ImageWriter:
                     uuid=uuid,
                     label=label,
                     timestamp=timestamp,
+                    ext_attr=self.tree.has_xattrs,
                 )
                 # Group 0 keeps its first KiB for a boot loader; backups start their block.
                 offset = SUPERBLOCK_OFFSET if group == 0 else 0

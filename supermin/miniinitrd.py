@@ -1,0 +1,388 @@
+"""The small initrd of the ext2 format: find the root disk, mount it, switch to it.
+
+`-f ext2 -o DIR` writes DIR/kernel, DIR/initrd and DIR/root, as supermin 5 does.
+This initrd holds only:
+
+- a static busybox (from the appliance's packages, e.g. Debian's busybox-static,
+  else the host's or --sysroot's): one self-contained program gives the init its
+  shell, insmod, mount, findfs and switch_root, with no libraries to gather, on
+  Debian (package busybox-static) and Fedora (busybox, linked statically) alike;
+- the kernel modules that reach a virtio, SCSI or ATA disk holding ext2/ext4,
+  with their dependencies, decompressed, in load order. Debian's linux-image
+  package ships no modules.dep (depmod runs in its postinst), so dependencies
+  are read from each module's own `.modinfo` ELF section (`depends=`, and the
+  `softdep=` `pre:` modules); modules built into the kernel are simply absent;
+- /init (hostfiles/init/mini-init.sh), which loads them, waits for `root=`
+  (/dev/... or UUID=...), mounts it and switch_roots to the root's /init, else
+  /sbin/init. The first-boot runner is started by that root /init (the same one
+  the initrd format uses), so the package scripts run with the root's own /proc,
+  /sys and /dev mounted, exactly as in the initrd format.
+"""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import os
+import struct
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import zstandard
+
+from supermin.bootfiles import script_text
+from supermin.entry import EntryKind, FileEntry
+from supermin.errors import KernelError, OutputError
+from supermin.kernel import Kernel
+from supermin.outputs.archives import write_cpio
+from supermin.outputs.compression import Compression
+from supermin.report import Reporter
+from supermin.spool import Spool
+
+# What reaches the root disk: virtio-blk (`-drive if=virtio`), virtio-scsi, SCSI
+# disks behind ATA (PIIX, qemu's default IDE), and ext4, which serves ext2 too.
+# crc32c_generic backs the crc32c that ext4 and jbd2 ask the crypto API for.
+WANTED_MODULES = (
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_scsi",
+    "ata_piix",
+    "sd_mod",
+    "crc32c_generic",
+    "ext4",
+)
+_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+_BUSYBOX = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")
+_INIT_NAME = "mini-init.sh"
+MODULES_DIR = PurePosixPath("/lib/modules")  # in the mini-initrd: NN-name.ko and `load`
+
+
+# ------------------------------------------------------------------ ELF
+
+
+@dataclass(frozen=True)
+class _Elf:
+    data: bytes
+    little: bool
+    wide: bool  # ELFCLASS64
+
+    def unpack(self, fmt: str, offset: int) -> tuple[int, ...]:
+        return struct.unpack_from(("<" if self.little else ">") + fmt, self.data, offset)
+
+
+def _elf(data: bytes) -> _Elf | None:
+    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] not in (1, 2):
+        return None
+    return _Elf(data, little=data[5] == 1, wide=data[4] == 2)
+
+
+def elf_section(data: bytes, name: str) -> bytes | None:
+    """The bytes of the ELF section `name`, or None (not ELF, no such section)."""
+    elf = _elf(data)
+    if elf is None:
+        return None
+    try:
+        if elf.wide:
+            (shoff,) = elf.unpack("Q", 0x28)
+            shentsize, shnum, shstrndx = elf.unpack("HHH", 0x3A)
+            header = "IIQQQQ"  # name, type, flags, addr, offset, size
+        else:
+            (shoff,) = elf.unpack("I", 0x20)
+            shentsize, shnum, shstrndx = elf.unpack("HHH", 0x2E)
+            header = "IIIIII"
+
+        def section(index: int) -> tuple[int, int, int]:
+            name_at, _, _, _, offset, size = elf.unpack(header, shoff + index * shentsize)
+            return name_at, offset, size
+
+        _, names_at, names_size = section(shstrndx)
+        names = data[names_at : names_at + names_size]
+        wanted = name.encode()
+        for index in range(shnum):
+            name_at, offset, size = section(index)
+            if names[name_at : names.find(b"\0", name_at)] == wanted:
+                return data[offset : offset + size]
+    except struct.error:
+        return None
+    return None
+
+
+def is_static_executable(data: bytes) -> bool:
+    """An ELF executable without a program interpreter (PT_INTERP): needs no libraries."""
+    elf = _elf(data)
+    if elf is None:
+        return False
+    try:
+        if elf.wide:
+            (phoff,) = elf.unpack("Q", 0x20)
+            phentsize, phnum = elf.unpack("HH", 0x36)
+        else:
+            (phoff,) = elf.unpack("I", 0x1C)
+            phentsize, phnum = elf.unpack("HH", 0x2A)
+        if phnum == 0:
+            return False
+        return all(elf.unpack("I", phoff + i * phentsize)[0] != 3 for i in range(phnum))
+    except struct.error:
+        return False
+
+
+def modinfo(data: bytes) -> dict[str, list[str]]:
+    """The key=value pairs of a kernel module's .modinfo section, each key's values in order."""
+    info: dict[str, list[str]] = {}
+    for item in (elf_section(data, ".modinfo") or b"").split(b"\0"):
+        key, sep, value = item.decode(errors="replace").partition("=")
+        if sep:
+            info.setdefault(key, []).append(value)
+    return info
+
+
+def module_dependencies(info: Mapping[str, Sequence[str]]) -> list[str]:
+    """The modules `depends=` names: they must be loaded first."""
+    names = [n for value in info.get("depends", ()) for n in value.split(",") if n]
+    return [module_name(n) for n in names]
+
+
+def soft_predecessors(info: Mapping[str, Sequence[str]]) -> list[str]:
+    """The `pre:` names of `softdep=`: modules or aliases (crypto-crc32c) to try first."""
+    names = []
+    for value in info.get("softdep", ()):
+        pre = False
+        for word in value.split():
+            if word.endswith(":"):
+                pre = word == "pre:"
+            elif pre:
+                names.append(module_name(word))
+    return names
+
+
+def module_name(file_name: str) -> str:
+    """`virtio-blk.ko.xz` -> `virtio_blk`: the kernel treats - and _ alike."""
+    for suffix in _SUFFIXES[::-1]:
+        if file_name.endswith(suffix):
+            file_name = file_name[: -len(suffix)]
+            break
+    return file_name.replace("-", "_")
+
+
+def decompress_module(name: str, raw: bytes) -> bytes:
+    if name.endswith(".ko.xz"):
+        return lzma.decompress(raw)
+    if name.endswith(".ko.gz"):
+        return gzip.decompress(raw)
+    if name.endswith(".ko.zst"):
+        return zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+    return raw
+
+
+# ------------------------------------------------------------------ the module tree
+
+
+@dataclass(frozen=True)
+class ModuleTree:
+    """A kernel's modules: name -> the file on the build machine, plus the built-in names."""
+
+    files: Mapping[str, tuple[str, Path]]  # name -> (file name, readable path)
+    builtin: frozenset[str]
+    where: str
+
+    @staticmethod
+    def from_directory(top: Path) -> ModuleTree:
+        files: dict[str, tuple[str, Path]] = {}
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.endswith(_SUFFIXES):
+                    files.setdefault(module_name(name), (name, Path(dirpath) / name))
+        return ModuleTree(files, _builtin(_read(top / "modules.builtin")), str(top))
+
+    @staticmethod
+    def from_entries(top: PurePosixPath, entries: Iterable[FileEntry]) -> ModuleTree:
+        files: dict[str, tuple[str, Path]] = {}
+        builtin = b""
+        for entry in entries:
+            if entry.kind is not EntryKind.FILE or entry.content is None:
+                continue
+            if not entry.path.is_relative_to(top):
+                continue
+            if entry.path == top / "modules.builtin":
+                builtin = _read(entry.content)
+            elif entry.path.name.endswith(_SUFFIXES):
+                files.setdefault(module_name(entry.path.name), (entry.path.name, entry.content))
+        return ModuleTree(files, _builtin(builtin), f"{top} in the appliance")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _builtin(text: bytes) -> frozenset[str]:
+    lines = text.decode(errors="replace").split()
+    return frozenset(module_name(PurePosixPath(line).name) for line in lines)
+
+
+def module_tree(kernel: Kernel, entries: Sequence[FileEntry], host_root: Path) -> ModuleTree | None:
+    """Where the kernel's modules are: its own, the appliance's (a kernel package), the host's."""
+    if kernel.modules is not None:
+        return ModuleTree.from_directory(kernel.modules)
+    if kernel.modules_in_image is not None:
+        return ModuleTree.from_entries(kernel.modules_in_image, entries)
+    if kernel.version:
+        for base in ("lib/modules", "usr/lib/modules"):
+            top = host_root / base / kernel.version
+            if top.is_dir():
+                return ModuleTree.from_directory(top)
+    return None
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    file_name: str
+    data: bytes  # decompressed
+
+
+def load_order(
+    tree: ModuleTree, wanted: Iterable[str], report: Reporter | None = None
+) -> list[Module]:
+    """The wanted modules present in the tree and what they need, dependencies first.
+
+    A wanted module that is absent is built in (or not built at all): skipped. A
+    missing dependency that modules.builtin does not list is worth a warning.
+    """
+    order: list[Module] = []
+    state: dict[str, bool] = {}  # False: being visited, True: placed
+
+    def visit(name: str, needed_by: str | None) -> None:
+        if name in state:
+            return
+        found = tree.files.get(name)
+        if found is None:
+            if needed_by and name not in tree.builtin and report is not None:
+                report.warn(f"module {name}, needed by {needed_by}, is not in {tree.where}")
+            state[name] = True
+            return
+        state[name] = False
+        file_name, path = found
+        try:
+            data = decompress_module(file_name, path.read_bytes())
+        except (OSError, lzma.LZMAError, zstandard.ZstdError, EOFError, gzip.BadGzipFile) as err:
+            raise OutputError(f"cannot read kernel module {path}: {err}") from None
+        info = modinfo(data)
+        for dependency in module_dependencies(info):
+            visit(dependency, name)
+        for dependency in soft_predecessors(info):  # aliases are not resolved: names only
+            if dependency in tree.files:
+                visit(dependency, name)
+        state[name] = True
+        order.append(Module(name, file_name, data))
+
+    for name in wanted:
+        visit(module_name(name), None)
+    return order
+
+
+# ------------------------------------------------------------------ busybox
+
+
+def find_busybox(entries: Sequence[FileEntry], host_root: Path) -> tuple[Path, str]:
+    """A static busybox: the appliance's (busybox-static), else the host's. (file, origin)."""
+    by_path = {str(e.path): e for e in entries}
+    looked: list[str] = []
+    for name in _BUSYBOX:
+        entry = by_path.get(name)
+        if entry is not None and entry.kind is EntryKind.SYMLINK and entry.target:
+            entry = by_path.get(str(PurePosixPath(name).parent / entry.target))
+        if entry is not None and entry.kind is EntryKind.FILE and entry.content is not None:
+            if is_static_executable(_read(entry.content)):
+                return entry.content, f"{name} of package {entry.origin}"
+            looked.append(f"{name} in the appliance (not static)")
+    for name in _BUSYBOX:
+        path = host_root / name.lstrip("/")
+        if path.is_file():
+            if is_static_executable(_read(path)):
+                return path, f"host {path}"
+            looked.append(f"{path} (not static or unreadable)")
+    where = ", ".join(looked) or f"{', '.join(_BUSYBOX)} in the appliance and under {host_root}"
+    raise OutputError(
+        f"no static busybox for the ext2 format's initrd: looked at {where}",
+        "add busybox-static (Debian) or busybox (Fedora) to the packages or to the host",
+    )
+
+
+# ------------------------------------------------------------------ the initrd
+
+
+def _dir(path: str, mtime: int) -> FileEntry:
+    return FileEntry(PurePosixPath(path), EntryKind.DIR, 0o755, mtime=mtime, origin="supermin")
+
+
+def _file(path: PurePosixPath, chunks: Iterable[bytes], spool: Spool, mtime: int) -> FileEntry:
+    content, size = spool.store(chunks)
+    return FileEntry(
+        path, EntryKind.FILE, 0o755, mtime=mtime, size=size, origin="supermin", content=content
+    )
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as stream:
+        yield from iter(lambda: stream.read(1 << 20), b"")
+
+
+def mini_initrd_entries(
+    busybox: Path, modules: Sequence[Module], spool: Spool, mtime: int
+) -> list[FileEntry]:
+    entries = [_dir(d, mtime) for d in ("/", "/bin", "/dev", "/lib", "/proc", "/sys", "/newroot")]
+    entries.append(_dir(str(MODULES_DIR), mtime))
+    entries += [
+        FileEntry(
+            PurePosixPath(name), EntryKind.CHAR, mode, rdev=rdev, mtime=mtime, origin="supermin"
+        )
+        for name, mode, rdev in (("/dev/console", 0o600, (5, 1)), ("/dev/null", 0o666, (1, 3)))
+    ]
+    entries.append(_file(PurePosixPath("/bin/busybox"), _chunks(busybox), spool, mtime))
+    entries.append(
+        FileEntry(PurePosixPath("/bin/sh"), EntryKind.SYMLINK, 0o777, target="busybox", mtime=mtime)
+    )
+    names = []
+    for number, module in enumerate(modules):
+        name = f"{number:02d}-{module.name}.ko"
+        names.append(name)
+        entries.append(_file(MODULES_DIR / name, [module.data], spool, mtime))
+    listing = "".join(f"{name}\n" for name in names).encode()
+    entries.append(_file(MODULES_DIR / "load", [listing], spool, mtime))
+    entries.append(_file(PurePosixPath("/init"), [script_text(_INIT_NAME).encode()], spool, mtime))
+    return sorted(entries, key=lambda e: e.path.parts)
+
+
+def write_mini_initrd(
+    kernel: Kernel | None,
+    entries: Sequence[FileEntry],
+    path: Path,
+    *,
+    host_root: Path,
+    spool: Spool,
+    mtime: int,
+    compression: Compression,
+    report: Reporter,
+) -> None:
+    """Write the ext2 format's initrd for `kernel` to `path` (a newc cpio)."""
+    if kernel is None:
+        raise KernelError("the ext2 format needs a kernel", "set SUPERMIN_KERNEL or --kernel")
+    busybox, origin = find_busybox(entries, host_root)
+    tree = module_tree(kernel, entries, host_root)
+    if tree is None:
+        report.warn(
+            f"no modules found for kernel {kernel.version or kernel.image}: the initrd "
+            "loads none, so the root disk's drivers must be built in (set SUPERMIN_MODULES)"
+        )
+        modules: list[Module] = []
+    else:
+        modules = load_order(tree, WANTED_MODULES, report)
+    report.info(
+        f"initrd: busybox {origin}, {len(modules)} modules: {' '.join(m.name for m in modules)}"
+    )
+    write_cpio(mini_initrd_entries(busybox, modules, spool, mtime), path, compression)
