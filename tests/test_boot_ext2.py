@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from support.debdata import build_deb, kernel_files, kernel_modules, real_pool
 from support.product import scratch_dir, supermin_nobody
+from support.qemu import between, boot
 
 from supermin.miniinitrd import (
     WANTED_MODULES,
@@ -35,7 +36,6 @@ from supermin.miniinitrd import (
     soft_predecessors,
 )
 
-QEMU = "qemu-system-x86_64"  # Debian package qemu-system-x86
 BOOT_TIMEOUT = 150
 ROOTS = ["bash", "coreutils", "busybox-static"]
 
@@ -78,28 +78,9 @@ def _tarball(members: Mapping[str, bytes | str]) -> bytes:
 
 def _boot(directory: Path, root: str, extra: str = "") -> tuple[str, float]:
     """Boot DIR's kernel + initrd with DIR/root as a virtio disk; (console text, seconds)."""
-    command = ["timeout", str(BOOT_TIMEOUT), QEMU, "-accel", "tcg", "-m", "1024"]
-    command += ["-nographic", "-no-reboot", "-kernel", str(directory / "kernel")]
-    command += ["-initrd", str(directory / "initrd")]
-    command += ["-drive", f"file={directory / 'root'},if=virtio,format=raw"]
-    command += ["-append", f"console=ttyS0 root={root} panic=-1 quiet {extra}".strip()]
-    start = time.monotonic()
-    proc = subprocess.run(
-        command, capture_output=True, stdin=subprocess.DEVNULL, timeout=BOOT_TIMEOUT + 30
-    )
-    elapsed = time.monotonic() - start
-    console = proc.stdout.decode(errors="replace").replace("\r", "")
-    assert proc.returncode == 0, (
-        f"qemu exited with status {proc.returncode} after {elapsed:.1f}s "
-        f"(124: the guest did not power off in time)\n{console[-6000:]}\n"
-        + proc.stderr.decode(errors="replace")
-    )
-    return console, elapsed
-
-
-def _between(text: str, start: str, end: str) -> list[str]:
-    assert start in text and end in text, text[-6000:]
-    return text.split(start, 1)[1].split(end, 1)[0].strip("\n").splitlines()
+    append = f"console=ttyS0 root={root} panic=-1 quiet {extra}".strip()
+    drive = f"file={directory / 'root'},if=virtio,format=raw"
+    return boot(directory, append, drives=[drive], timeout=BOOT_TIMEOUT)
 
 
 def _kernel_env() -> dict[str, str]:
@@ -172,9 +153,9 @@ def test_root_init_runs_first_boot_then_the_appliance_init(boots: list[str]) -> 
     first, _ = boots
     assert "supermin-mini-initrd: mounted /dev/vda (UUID=" in first
     assert re.search(r"TP-MARKER pid 1 root /dev/vda ext2 rw\b", first), first[-4000:]
-    lines = _between(first, "TP-BOOT-LOG\n", "TP-FIRSTBOOT-LOG\n")
+    lines = between(first, "TP-BOOT-LOG\n", "TP-FIRSTBOOT-LOG\n")
     assert lines == ["tp-ext2 postinst [configure ] proc=yes dev=yes"]
-    log = "\n".join(_between(first, "TP-FIRSTBOOT-LOG\n", "TP-END\n"))
+    log = "\n".join(between(first, "TP-FIRSTBOOT-LOG\n", "TP-END\n"))
     assert re.search(r"^== step \d+: tp-ext2 1\.0 postinst .*\n== step \d+: status 0$", log, re.M)
     assert len(re.findall(r"^== finished: ", log, re.M)) == 1
 
@@ -183,12 +164,12 @@ def test_second_boot_of_the_same_root_reruns_nothing(boots: list[str]) -> None:
     first, second = boots
     assert "supermin-mini-initrd: mounted /dev/vda (/dev/vda)" in second
     assert "TP-MARKER pid 1 root /dev/vda" in second
-    assert _between(second, "TP-BOOT-LOG\n", "TP-FIRSTBOOT-LOG\n") == [
+    assert between(second, "TP-BOOT-LOG\n", "TP-FIRSTBOOT-LOG\n") == [
         "tp-ext2 postinst [configure ] proc=yes dev=yes"
     ]
     # The log is the first boot's, untouched: the runner saw its mark and did nothing.
-    log = _between(second, "TP-FIRSTBOOT-LOG\n", "TP-END\n")
-    assert log == _between(first, "TP-FIRSTBOOT-LOG\n", "TP-END\n")
+    log = between(second, "TP-FIRSTBOOT-LOG\n", "TP-END\n")
+    assert log == between(first, "TP-FIRSTBOOT-LOG\n", "TP-END\n")
     assert "supermin-firstboot:" in first and "supermin-firstboot:" not in second
 
 

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 from support.debdata import build_deb, kernel_files, real_pool
 from support.product import scratch_dir, supermin_nobody
+from support.qemu import between, boot
 
 from supermin.bootfiles import appliance_shell, render_init, script_text
 from supermin.build import initrd_is_directory
@@ -32,7 +33,6 @@ from supermin.errors import KernelError
 from supermin.kernel import KernelSearch, find_kernel, image_version
 from supermin.merge import Layer
 
-QEMU = "qemu-system-x86_64"  # Debian package qemu-system-x86
 BOOT_TIMEOUT = 120
 ROOTS = ["bash", "coreutils", "busybox-static"]  # busybox: mount for /init, sysrq needs /proc
 
@@ -57,40 +57,7 @@ def _tarball(members: Mapping[str, bytes | str]) -> bytes:
 
 def _boot(directory: Path) -> tuple[str, float]:
     """Boot DIR/kernel + DIR/initrd; the serial console's text and the seconds it took."""
-    command = [
-        "timeout",
-        str(BOOT_TIMEOUT),
-        QEMU,
-        "-accel",
-        "tcg",
-        "-m",
-        "1024",
-        "-nographic",
-        "-no-reboot",
-        "-kernel",
-        str(directory / "kernel"),
-        "-initrd",
-        str(directory / "initrd"),
-        "-append",
-        "console=ttyS0 panic=-1 quiet",
-    ]
-    start = time.monotonic()
-    proc = subprocess.run(
-        command, capture_output=True, stdin=subprocess.DEVNULL, timeout=BOOT_TIMEOUT + 30
-    )
-    elapsed = time.monotonic() - start
-    console = proc.stdout.decode(errors="replace").replace("\r", "")
-    assert proc.returncode == 0, (
-        f"qemu exited with status {proc.returncode} after {elapsed:.1f}s "
-        f"(124: the guest did not power off in time)\n{console[-6000:]}\n"
-        + proc.stderr.decode(errors="replace")
-    )
-    return console, elapsed
-
-
-def _between(text: str, start: str, end: str) -> list[str]:
-    assert start in text and end in text, text[-6000:]
-    return text.split(start, 1)[1].split(end, 1)[0].strip("\n").splitlines()
+    return boot(directory, "console=ttyS0 panic=-1 quiet", timeout=BOOT_TIMEOUT)
 
 
 def _error_line(stderr: str) -> str:
@@ -188,13 +155,13 @@ def test_init_runs_first_boot_then_execs_the_appliance_init(booted: tuple[Path, 
 
 def test_postinst_ran_exactly_once_with_kernel_filesystems(booted: tuple[Path, str]) -> None:
     _, console = booted
-    lines = _between(console, "TP-BOOT-LOG\n", "TP-FIRSTBOOT-LOG\n")
+    lines = between(console, "TP-BOOT-LOG\n", "TP-FIRSTBOOT-LOG\n")
     assert lines == ["tp-boot postinst [configure ] proc=yes dev=yes pkg=tp-boot"]
 
 
 def test_firstboot_log_lists_each_step_with_its_status(booted: tuple[Path, str]) -> None:
     _, console = booted
-    log = "\n".join(_between(console, "TP-FIRSTBOOT-LOG\n", "TP-END\n"))
+    log = "\n".join(between(console, "TP-FIRSTBOOT-LOG\n", "TP-END\n"))
     post = re.search(
         r"^== step (\d+): tp-boot 1\.0 postinst "
         r"\(/bin/sh scripts/\d+-tp-boot\.postinst configure ''\) at [\d.]+s$",
