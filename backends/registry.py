@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from supermin.backends.deb.dpkgdb import dpkg_database
 from supermin.backends.deb.reader import DebReader
 from supermin.backends.deb.repository import DebRepository
 from supermin.backends.deb.sources import DPKG_STATUS, load_installed, load_source, native_arch
@@ -21,7 +22,13 @@ from supermin.backends.rpm.repository import RpmRepository
 from supermin.backends.rpm.sources import load_rpm_installed, load_rpm_source
 from supermin.errors import SourceError
 from supermin.hostfiles.hostfs import HostFiles
-from supermin.packages import Package, PackageReader, Repository
+from supermin.packages import (
+    Package,
+    PackageContents,
+    PackageDatabase,
+    PackageReader,
+    Repository,
+)
 from supermin.spool import Spool
 
 
@@ -36,6 +43,12 @@ class Universe:
         if self.format == "rpm":
             return RpmReader(spool, host)
         return DebReader(spool, host)
+
+    def database(
+        self, opened: Sequence[tuple[Package, PackageContents]], spool: Spool, mtime: int
+    ) -> PackageDatabase | None:
+        """The package manager's database for the appliance, if the backend writes one."""
+        return dpkg_database(opened, spool, mtime) if self.format == "deb" else None
 
 
 def source_format(path: Path) -> str:

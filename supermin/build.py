@@ -93,9 +93,14 @@ def collect_entries(
             "only rpm's embedded Lua can run them"
         )
     layers = [*base, *(Layer(contents.entries, excludable=True) for _, contents in opened)]
+    # The package manager's database (a backend's choice): above the packages'
+    # files, below what the user adds.
+    database = universe.database(opened, spool, mtime)
+    if database is not None:
+        layers.append(Layer(database.entries))
     layers.append(Layer(hostfile_entries(appliance.hostfiles, host)))
     layers.extend(Layer(tarball_entries(path, spool)) for path in appliance.tarballs)
-    layers.append(Layer(firstboot_entries(opened, spool, mtime=mtime)))
+    layers.append(Layer(firstboot_entries(opened, spool, mtime=mtime, database=database)))
     layers.append(Layer(runner_entries(spool, mtime)))
     if init is not None:  # lowest layer: an /init the appliance brings itself wins
         layers.insert(0, init_layer(init.program, layers, spool, mtime, report))

@@ -91,6 +91,9 @@ class Script:
     body: bytes
     arguments: tuple[str, ...]
     interpreter: str
+    # The interpreter is a program run with the arguments alone, no script file
+    # (e.g. `dpkg --configure -a` once a dpkg database is written).
+    standalone: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,19 @@ class PackageContents:
     scripts: Sequence[Script] = ()
     conffiles: Sequence[str] = ()
     control_files: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PackageDatabase:
+    """The package manager's own database, written when it can finish the install itself.
+
+    First boot then runs only the scripts of `kept_phases` (those the package
+    manager would have run while unpacking), followed by `steps`.
+    """
+
+    entries: Sequence[FileEntry]
+    kept_phases: frozenset[str]
+    steps: Sequence[tuple[Package, Script]]
 
 
 class Repository(Protocol):

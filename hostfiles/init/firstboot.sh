@@ -82,17 +82,25 @@ run_step() {
     fi
     eval "set -- $arguments" # written by supermin with shlex.quote
     # A body or arguments make a script run by its interpreter; neither means the
-    # interpreter is the whole program (rpm's `%post -p /sbin/ldconfig`).
+    # interpreter is the whole program (rpm's `%post -p /sbin/ldconfig`). No
+    # script at all: a program with its own arguments (`dpkg --configure -a`).
     command=$interpreter
-    if [ -s "$dir/$script" ] || [ $# -gt 0 ]; then
+    if [ -z "$script" ]; then
+        command="$command${arguments:+ $arguments}"
+    elif [ -s "$dir/$script" ] || [ $# -gt 0 ]; then
         set -- "$dir/$script" "$@"
         command="$command $script${arguments:+ $arguments}"
     fi
     note "== step $step: $package $version $phase ($command)$(at_uptime)"
     set -f # the interpreter is split into words ("/bin/sh -e") but never globbed
-    # shellcheck disable=SC2086
-    DPKG_MAINTSCRIPT_PACKAGE=$package DPKG_MAINTSCRIPT_NAME=$phase \
-        ${interpreter:-/bin/sh} "$@" </dev/null >>"$log" 2>&1
+    if [ -z "$script" ]; then
+        # shellcheck disable=SC2086
+        ${interpreter} "$@" </dev/null >>"$log" 2>&1
+    else
+        # shellcheck disable=SC2086
+        DPKG_MAINTSCRIPT_PACKAGE=$package DPKG_MAINTSCRIPT_NAME=$phase \
+            ${interpreter:-/bin/sh} "$@" </dev/null >>"$log" 2>&1
+    fi
     status=$?
     set +f
     ran=$((ran + 1))

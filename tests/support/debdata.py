@@ -337,6 +337,22 @@ def apt_simulate(roots: Sequence[str]) -> set[str]:
     return set(apt_closure(roots))
 
 
+def required_roots() -> list[str]:
+    """Every `Priority: required` package of the index (ARCH or all), plus dpkg and bash.
+
+    The roots of a Debian base system, as debootstrap's --variant=minbase would pick them.
+    """
+    from debian.deb822 import Packages
+
+    with debian_index().open() as index:
+        required = {
+            p["Package"]
+            for p in Packages.iter_paragraphs(index, use_apt_pkg=False)
+            if p.get("Priority") == "required" and p.get("Architecture") in (host_arch(), "all")
+        }
+    return sorted(required | {"dpkg", "bash"})
+
+
 # ------------------------------------------------------------------ real pools
 
 
@@ -349,6 +365,8 @@ def real_pool(roots: Sequence[str]) -> Path:
     key = "+".join(sorted(set(roots)))
     if not key:
         raise ValueError("real_pool needs at least one root package")
+    if len(key) > 200:  # a file name holds at most 255 bytes
+        key = f"{key[:180]}+{_short_hash(key)}"
     pools = public_dir(cache_root() / "pools")
     pool = pools / key
     marker = pools / f"{key}.done"
