@@ -7,8 +7,8 @@ from pathlib import Path
 
 import networkx as nx
 import pytest
-from support.product import build_in, prepare_in, scratch_dir
-from support.rpmdata import synthetic_rpms
+from support.product import build_in, listing, prepare_in, scratch_dir, supermin_here
+from support.rpmdata import dnf_install, synthetic_rpms
 
 from supermin.firstboot import FIRSTBOOT_DIR, read_manifest
 from supermin.outputs.mtree import read_mtree
@@ -137,3 +137,40 @@ def test_scriptlets_stored_in_dependency_order(built: tuple[Path, dict[str, Path
     assert stages == sorted(stages)
     assert checked >= 0
     assert not (work / "c/var/lib/tp/scriptlets.log").exists(), "nothing may run at build time"
+
+
+def test_sysroot_host_mode_has_the_archive_builds_files(tmp_path: Path) -> None:
+    """A root populated by a real `dnf install` is a package source through --sysroot."""
+    repo = synthetic_rpms() / "repo"
+    work = scratch_dir("rpm-sysroot")
+    roots = ["tp-perms", "tp-rich"]
+    dnf_install(repo, roots, work / "root", tmp_path / "dnf")
+    for label, source in (
+        ("host", ["--sysroot", str(work / "root")]),
+        ("archive", ["--repo", str(repo)]),
+    ):
+        supermin_here(["prepare", *roots, *source, "-o", str(work / f"d-{label}")])
+        supermin_here(
+            ["build", str(work / f"d-{label}"), *source, "-f", "chroot", "-o", str(work / label)]
+        )
+    host, archive = listing(work / "host"), listing(work / "archive")
+    manifest = (work / "host" / str(FIRSTBOOT_DIR).lstrip("/") / "manifest").read_text()
+    assert read_manifest(manifest) == [], "installed packages were configured: nothing deferred"
+    deferred = {p for p in archive if p.startswith(str(FIRSTBOOT_DIR))}
+    ghosts = set()
+    for rpm in repo.glob("**/*.rpm"):
+        ghosts |= {
+            line.rsplit("\t", 1)[0]
+            for line in _query(rpm, "[%{FILENAMES}\t%{FILEFLAGS}\n]")
+            if int(line.rsplit("\t", 1)[1]) & FILE_GHOST
+        }
+    compared = 0
+    for path, description in archive.items():
+        if path in deferred or path in ghosts:
+            continue
+        assert host.get(path) == description, path
+        compared += 1
+    assert compared > 30
+    assert set(host) - set(archive) <= ghosts | {str(FIRSTBOOT_DIR), *deferred}, sorted(
+        set(host) - set(archive)
+    )
