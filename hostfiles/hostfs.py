@@ -13,9 +13,10 @@ import grp
 import os
 import pwd
 import stat
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from supermin.entry import EntryKind, FileEntry, kind_from_st_mode
+from supermin.entry import EntryKind, FileEntry, image_path, kind_from_st_mode
 
 
 @functools.cache
@@ -42,6 +43,19 @@ class HostFiles:
 
     def host_path(self, image: PurePosixPath) -> Path:
         return self.sysroot / str(image).lstrip("/")
+
+    def entries(self, names: Iterable[str], origin: str) -> list[FileEntry]:
+        """Entries for the paths an installed package owns, as the host has them now.
+
+        Paths the host no longer has (deleted docs, path-excluded files) are skipped,
+        as supermin 5 does; the root itself is never copied from a package list.
+        """
+        found = []
+        for name in names:
+            path = image_path(name)
+            if path != PurePosixPath("/") and (entry := self.entry(path, origin)) is not None:
+                found.append(entry)
+        return found
 
     def entry(self, image: PurePosixPath, origin: str) -> FileEntry | None:
         """The entry for `image` as the host has it, or None if it does not exist."""

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from supermin.backends.deb.archive import read_deb
-from supermin.entry import FileEntry, image_path
 from supermin.errors import ArchiveError
 from supermin.hostfiles.hostfs import HostFiles
 from supermin.packages import Package, PackageContents, Script
@@ -80,14 +79,8 @@ class DebReader:
     def _installed(self, package: Package) -> PackageContents:
         # Installed packages were configured on their own system: their files are
         # copied as they are now and no script is deferred (supermin 5's behaviour).
-        entries: list[FileEntry] = []
-        for line in self._list_file(package).read_text(errors="surrogateescape").splitlines():
-            path = image_path(line)
-            if path == PurePosixPath("/"):
-                continue
-            entry = self.host.entry(path, origin=package.name)
-            if entry is not None:
-                entries.append(entry)
+        listed = self._list_file(package).read_text(errors="surrogateescape").splitlines()
+        entries = self.host.entries(listed, origin=package.name)
         conffiles = [
             line.split()[0]
             for line in package.fields.get("Conffiles", "").splitlines()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-
 from supermin.backends.rpm.archive import read_rpm
-from supermin.entry import FileEntry, image_path
 from supermin.errors import ArchiveError
 from supermin.hostfiles.hostfs import HostFiles
 from supermin.packages import Package, PackageContents
@@ -32,14 +29,5 @@ class RpmReader:
         # as they are now (config files as edited there), and no script is deferred.
         files: tuple[str, ...] = getattr(package.meta, "files", ())
         ghosts = set(getattr(package.meta, "ghosts", ()))
-        entries: list[FileEntry] = []
-        for name in files:
-            if name in ghosts:
-                continue
-            path = image_path(name)
-            if path == PurePosixPath("/"):
-                continue
-            entry = self.host.entry(path, origin=package.name)
-            if entry is not None:
-                entries.append(entry)
+        entries = self.host.entries((f for f in files if f not in ghosts), origin=package.name)
         return PackageContents(entries=entries, conffiles=getattr(package.meta, "conffiles", ()))
