@@ -9,14 +9,12 @@ dpkg thinks of the system on the serial console and powers off.
 
 from __future__ import annotations
 
-import io
 import re
-import tarfile
 import time
 
 from support.debdata import kernel_files, real_pool, required_roots
 from support.product import scratch_dir, supermin_nobody
-from support.qemu import between, boot
+from support.qemu import between, boot, tarball
 
 BOOT_TIMEOUT = 180
 TEST_INIT = b"""#!/bin/sh
@@ -39,23 +37,13 @@ sleep 60
 """
 
 
-def _tarball(members: dict[str, bytes]) -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o755
-            tar.addfile(info, io.BytesIO(data))
-    return raw.getvalue()
-
-
 def test_debian_base_system_is_configured_by_dpkg_at_first_boot() -> None:
     roots = required_roots()
     pool = real_pool(roots)
     closure = sorted(deb.name.split("_", 1)[0] for deb in pool.rglob("*.deb"))
     work = scratch_dir("boot-debian-base")
     supermin_nobody(["prepare", *roots, "--repo", str(pool), "-o", str(work / "d")])
-    (work / "d" / "init.tar").write_bytes(_tarball({"tp/init": TEST_INIT}))
+    (work / "d" / "init.tar").write_bytes(tarball({"tp/init": TEST_INIT}))
     appliance = work / "appliance"
     start = time.monotonic()
     supermin_nobody(

@@ -10,20 +10,17 @@ and the serial console is the evidence.
 from __future__ import annotations
 
 import filecmp
-import io
 import lzma
 import re
 import shutil
 import subprocess
-import tarfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 from support.debdata import build_deb, kernel_files, kernel_modules, real_pool
 from support.product import scratch_dir, supermin_nobody
-from support.qemu import between, boot
+from support.qemu import between, boot, tarball
 
 from supermin.miniinitrd import (
     WANTED_MODULES,
@@ -61,21 +58,6 @@ sleep 60
 """
 
 
-def _tarball(members: Mapping[str, bytes | str]) -> bytes:
-    """A tar of files (bytes, mode 0755) and symlinks (str: the target)."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, value in members.items():
-            info = tarfile.TarInfo(name)
-            if isinstance(value, str):
-                info.type, info.linkname = tarfile.SYMTYPE, value
-                tar.addfile(info)
-            else:
-                info.size, info.mode = len(value), 0o755
-                tar.addfile(info, io.BytesIO(value))
-    return raw.getvalue()
-
-
 def _boot(directory: Path, root: str, extra: str = "") -> tuple[str, float]:
     """Boot DIR's kernel + initrd with DIR/root as a virtio disk; (console text, seconds)."""
     append = f"console=ttyS0 root={root} panic=-1 quiet {extra}".strip()
@@ -109,7 +91,7 @@ def appliance() -> Path:
     repos = ["--repo", str(real), "--repo", str(pool)]
     supermin_nobody(["prepare", *ROOTS, "tp-ext2", *repos, "-o", str(work / "d")])
     # Debian's /bin/sh comes from dash (Essential): the tarball supplies one, and the init.
-    (work / "d" / "overlay.tar").write_bytes(_tarball({"bin/sh": "bash", "tp/init": TEST_INIT}))
+    (work / "d" / "overlay.tar").write_bytes(tarball({"bin/sh": "bash", "tp/init": TEST_INIT}))
     out = work / "appliance"
     start = time.monotonic()
     result = supermin_nobody(

@@ -10,13 +10,11 @@ appliance may have, and inside a supermin-built chroot.
 from __future__ import annotations
 
 import filecmp
-import io
 import os
 import re
 import shutil
 import stat
 import subprocess
-import tarfile
 import time
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -24,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 from support.debdata import build_deb, kernel_files, real_pool
 from support.product import scratch_dir, supermin_nobody
-from support.qemu import between, boot
+from support.qemu import between, boot, tarball
 
 from supermin.bootfiles import appliance_shell, render_init, script_text
 from supermin.build import initrd_is_directory
@@ -38,21 +36,6 @@ ROOTS = ["bash", "coreutils", "busybox-static"]  # busybox: mount for /init, sys
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _tarball(members: Mapping[str, bytes | str]) -> bytes:
-    """A tar of files (bytes, mode 0755) and symlinks (str: the target)."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, value in members.items():
-            info = tarfile.TarInfo(name)
-            if isinstance(value, str):
-                info.type, info.linkname = tarfile.SYMTYPE, value
-                tar.addfile(info)
-            else:
-                info.size, info.mode = len(value), 0o755
-                tar.addfile(info, io.BytesIO(value))
-    return raw.getvalue()
 
 
 def _boot(directory: Path) -> tuple[str, float]:
@@ -121,7 +104,7 @@ def booted() -> tuple[Path, str]:
     supermin_nobody(["prepare", *ROOTS, "tp-boot", *repos, "-o", str(work / "d")])
     # Debian's /bin/sh comes from dash (Essential, so no package depends on it): a
     # user's tarball supplies it here, beside the test's init.
-    (work / "d" / "overlay.tar").write_bytes(_tarball({"bin/sh": "bash", "tp/init": TEST_INIT}))
+    (work / "d" / "overlay.tar").write_bytes(tarball({"bin/sh": "bash", "tp/init": TEST_INIT}))
     appliance = work / "appliance.d"
     start = time.monotonic()
     supermin_nobody(
@@ -277,7 +260,7 @@ def test_a_cpio_file_needs_no_kernel_and_gets_our_init() -> None:
 def test_an_init_the_appliance_brings_wins_over_ours() -> None:
     work, pool = _tiny_appliance("own-init")
     theirs = b"#!/bin/sh\necho their init\n"
-    (work / "d" / "init.tar").write_bytes(_tarball({"init": theirs}))
+    (work / "d" / "init.tar").write_bytes(tarball({"init": theirs}))
     result = _build(work, pool, "x.img", "--compress", "none")
     assert result.returncode == 0, result.stderr
     init = subprocess.run(
@@ -503,7 +486,7 @@ def test_runner_in_a_built_chroot_with_its_default_paths() -> None:
     repos = ["--repo", str(real), "--repo", str(pool)]
     supermin_nobody(["prepare", "tp-top", "busybox-static", *repos, "-o", str(work / "d")])
     applets = {f"bin/{name}": "busybox" for name in ("sh", "mkdir", "rm", "cat")}
-    (work / "d" / "sh.tar").write_bytes(_tarball(applets))
+    (work / "d" / "sh.tar").write_bytes(tarball(applets))
     supermin_nobody(["build", str(work / "d"), *repos, "-f", "chroot", "-o", str(work / "c")])
     root = work / "c"
 

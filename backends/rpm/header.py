@@ -347,6 +347,15 @@ class Trigger:
         return " ".join(self.program) or "/bin/sh"
 
 
+def evr_text(epoch: int | None, version: str, release: str) -> str:
+    """`[E:]V-R` as rpm prints it (no epoch when the header has none)."""
+    return f"{'' if epoch is None else f'{epoch}:'}{version}-{release}"
+
+
+def nevra_text(name: str, evr: str, arch: str, is_source: bool) -> str:
+    return f"{name}-{evr}.{'src' if is_source else arch}"
+
+
 @dataclass(frozen=True, slots=True)
 class RpmHeader:
     """What indexing needs to know of one .rpm, from its header alone."""
@@ -373,12 +382,11 @@ class RpmHeader:
 
     @property
     def evr(self) -> str:
-        epoch = "" if self.epoch is None else f"{self.epoch}:"
-        return f"{epoch}{self.version}-{self.release}"
+        return evr_text(self.epoch, self.version, self.release)
 
     @property
     def nevra(self) -> str:
-        return f"{self.name}-{self.evr}.{'src' if self.is_source else self.arch}"
+        return nevra_text(self.name, self.evr, self.arch, self.is_source)
 
 
 # ---------------------------------------------------------------- reading them

@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Protocol
 
-from supermin.backends.rpm.header import Dependency, RpmHeader
+from supermin.backends.rpm.header import Dependency, RpmHeader, evr_text, nevra_text
 
 DEPENDENCY_KINDS = (
     "provides",
@@ -177,12 +177,11 @@ class RpmMeta:
 
     @property
     def evr(self) -> str:
-        epoch = "" if self.epoch is None else f"{self.epoch}:"
-        return f"{epoch}{self.version}-{self.release}"
+        return evr_text(self.epoch, self.version, self.release)
 
     @property
     def nevra(self) -> str:
-        return f"{self.name}-{self.evr}.{'src' if self.is_source else self.arch}"
+        return nevra_text(self.name, self.evr, self.arch, self.is_source)
 
     def triples(self, kind: str) -> tuple[Triple, ...]:
         """The `kind` dependencies as (name, flags, version), without building objects."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
+import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 QEMU = "qemu-system-x86_64"  # Debian package qemu-system-x86
@@ -53,3 +55,18 @@ def between(text: str, start: str, end: str) -> list[str]:
     """The console lines between two markers the test init prints."""
     assert start in text and end in text, text[-6000:]
     return text.split(start, 1)[1].split(end, 1)[0].strip("\n").splitlines()
+
+
+def tarball(members: Mapping[str, bytes | str]) -> bytes:
+    """A supermin.d tar of files (bytes, mode 0755) and symlinks (str: the target)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, value in members.items():
+            info = tarfile.TarInfo(name)
+            if isinstance(value, str):
+                info.type, info.linkname = tarfile.SYMTYPE, value
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(value), 0o755
+                tar.addfile(info, io.BytesIO(value))
+    return raw.getvalue()
