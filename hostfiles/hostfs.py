@@ -59,7 +59,32 @@ class HostFiles:
 
     def entry(self, image: PurePosixPath, origin: str) -> FileEntry | None:
         """The entry for `image` as the host has it, or None if it does not exist."""
-        host = self.host_path(image)
+        return self.entry_from(self.host_path(image), image, origin)
+
+    def tree(self, host_dir: Path, image_dir: PurePosixPath, origin: str) -> list[FileEntry]:
+        """Entries for a whole host directory (e.g. a kernel's modules) placed at `image_dir`.
+
+        Symlinks inside are kept as symlinks, never followed.
+        """
+        found: list[FileEntry] = []
+        for top, dirs, files in os.walk(host_dir, onerror=lambda e: self._walk_error(e)):
+            dirs.sort()
+            relative = Path(top).relative_to(host_dir)
+            image_top = image_dir / relative.as_posix() if relative.parts else image_dir
+            for name in [".", *sorted(files), *(d for d in dirs if Path(top, d).is_symlink())]:
+                image, host = (
+                    (image_top, Path(top)) if name == "." else (image_top / name, Path(top, name))
+                )
+                entry = self.entry_from(host, image, origin)
+                if entry is not None:
+                    found.append(entry)
+        return found
+
+    def _walk_error(self, error: OSError) -> None:
+        self.unreadable.append(str(error.filename))
+
+    def entry_from(self, host: Path, image: PurePosixPath, origin: str) -> FileEntry | None:
+        """The entry for the host file `host`, to be placed at `image`; None if it is gone."""
         try:
             st = host.lstat()
         except FileNotFoundError:

@@ -113,6 +113,29 @@ def collect_entries(
         return merge(layers, appliance.excludes, epoch)
 
 
+def with_kernel_modules(
+    entries: list[FileEntry], kernel: Kernel, host_root: Path, report: Reporter
+) -> list[FileEntry]:
+    """The ext2 root also gets the host kernel's modules, as supermin 5 gives it.
+
+    The mini-initrd only loads what mounts the root; the appliance's own init
+    (libguestfs's, udev) loads the rest (virtio_console, dm_mod…) from
+    /lib/modules/VERSION. A kernel from the package set brings its modules itself.
+    """
+    if kernel.modules is None or kernel.modules_in_image is not None:
+        return entries
+    version = kernel.version or kernel.modules.name
+    host = HostFiles(host_root)
+    modules = host.tree(kernel.modules, PurePosixPath("/lib/modules") / version, "kernel")
+    if host.unreadable:
+        report.warn(
+            f"{len(host.unreadable)} files of the kernel modules in {kernel.modules} could "
+            f"not be read and were left out (first: {host.unreadable[0]})"
+        )
+    report.info(f"kernel modules: {len(modules)} entries from {kernel.modules}")
+    return merge([Layer(entries), Layer(modules)], (), source_date_epoch())
+
+
 # An early console needs these before udev or devtmpfs exist; packages may override.
 INITRD_DEVICES = Layer(
     [
@@ -135,6 +158,7 @@ class OutputOptions:
     with_kernel: bool = False  # initrd: -o DIR gets DIR/kernel and DIR/initrd
     kernel: Path | None = None  # --kernel
     init: PurePosixPath | None = None  # --init: what /init runs after first boot
+    copy_kernel: bool = False  # --copy-kernel: DIR/kernel a copy, not a symlink to the host's
 
 
 def initrd_is_directory(output: str) -> bool:
@@ -206,16 +230,27 @@ def write_output(
                 report=report or Reporter(),
             )
             if kernel is not None:
-                shutil.copyfile(kernel.image, directory / "kernel")
+                place_kernel(kernel, directory / "kernel", options.copy_kernel, stage)
         case OutputFormat.INITRD if kernel is not None:
             directory = stage.path(output)
             directory.mkdir()
             write_cpio(entries, directory / "initrd", options.compression)
-            shutil.copyfile(kernel.image, directory / "kernel")
+            place_kernel(kernel, directory / "kernel", options.copy_kernel, stage)
         case OutputFormat.INITRD:
             write_cpio(entries, stage.path(output), options.compression)
         case OutputFormat.TAR:
             write_tar(entries, stage.path(output), compression_from_name(output))
+
+
+def place_kernel(kernel: Kernel, destination: Path, copy: bool, stage: Stage) -> None:
+    """A symlink to the host's kernel, as supermin 5 makes; a copy with --copy-kernel.
+
+    A kernel taken from a package only exists in this build's spool: always copied.
+    """
+    if copy or kernel.image.resolve().is_relative_to(stage.work.resolve()):
+        shutil.copyfile(kernel.image, destination)
+    else:
+        destination.symlink_to(kernel.image.absolute())
 
 
 def warn_about_dropped_xattrs(
@@ -257,6 +292,8 @@ def build(
             search = KernelSearch(os.environ, options.kernel, sources.sysroot, sources.host_cpu)
             kernel = find_kernel(search, entries)
             report.info(f"kernel {kernel.version or '(release unknown)'}: {kernel.origin}")
+            if options.fmt is OutputFormat.EXT2:
+                entries = with_kernel_modules(entries, kernel, sources.sysroot, report)
         warn_about_dropped_xattrs(entries, options.fmt, report)
         with report.step(f"writing {len(entries)} entries to {output} ({options.fmt})"):
             write_output(entries, output, options, stage, kernel, report, sources.sysroot)

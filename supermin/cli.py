@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--copy-kernel",
         action="store_true",
-        help="accepted for compatibility: the kernel is always copied",
+        help="ext2/initrd: copy the kernel into the output instead of symlinking the host's",
     )
     parser.add_argument(
         "--packager-config", help="accepted for compatibility: package sources come from --repo"
@@ -175,6 +175,7 @@ def _output_options(options: argparse.Namespace) -> OutputOptions:
         or (fmt is OutputFormat.INITRD and initrd_is_directory(options.output or "")),
         kernel=options.kernel,
         init=options.init,
+        copy_kernel=options.copy_kernel,
     )
 
 
@@ -188,6 +189,7 @@ def run(argv: Sequence[str], report: Reporter) -> int:
         for name, detected in list_drivers(options.sysroot):
             print(f"{name}: {'detected' if detected else 'not detected'}")
         return 0
+    report.info(f"version: {__version__}")  # supermin 5's first -v line; libguestfs logs it
     with _locked(options.lock):
         return _run_mode(options, argv, report)
 

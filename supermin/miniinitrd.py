@@ -43,14 +43,26 @@ from supermin.spool import Spool
 # What reaches the root disk: virtio-blk (`-drive if=virtio`), virtio-scsi, SCSI
 # disks behind ATA (PIIX, qemu's default IDE), and ext4, which serves ext2 too.
 # crc32c_generic backs the crc32c that ext4 and jbd2 ask the crypto API for.
+# Then the other virtio devices an appliance talks through, as supermin 5's
+# initrd loads them: nothing else will, since udev only loads drivers on "add"
+# events and an appliance's `udevadm trigger` sends "change" (libguestfs's daemon
+# needs virtio_console for its channel). Absent ones (built in) are skipped.
 WANTED_MODULES = (
     "virtio_pci",
+    "virtio_mmio",
     "virtio_blk",
     "virtio_scsi",
     "ata_piix",
     "sd_mod",
     "crc32c_generic",
     "ext4",
+    "virtio_console",
+    "virtio_rng",
+    "virtio_net",
+    "virtio_balloon",
+    "virtio_input",
+    "virtio_pmem",
+    "nd_pmem",
 )
 _SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 _BUSYBOX = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")

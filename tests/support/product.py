@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -17,9 +18,25 @@ from support.privileges import make_world_dir, run_unprivileged
 SUPERMIN = str(Path(sys.executable).parent / "supermin")
 
 
+_SCRATCH_DIRS: list[Path] = []
+
+
 def scratch_dir(label: str) -> Path:
-    """A fresh directory uid 65534 can write into (pytest's tmp dirs are 0700 root)."""
-    return make_world_dir(cache_root() / "runs" / f"{label}-{uuid.uuid4().hex[:8]}")
+    """A fresh directory uid 65534 can write into (pytest's tmp dirs are 0700 root).
+
+    Removed when the test session ends (tests/conftest.py), since appliances are large.
+    """
+    path = make_world_dir(cache_root() / "runs" / f"{label}-{uuid.uuid4().hex[:8]}")
+    _SCRATCH_DIRS.append(path)
+    return path
+
+
+def remove_scratch_dirs() -> None:
+    """Remove this session's scratch directories, whatever modes the product gave them."""
+    for path in _SCRATCH_DIRS:
+        subprocess.run(["chmod", "-R", "u+rwX", str(path)], check=False, capture_output=True)
+        shutil.rmtree(path, ignore_errors=True)
+    _SCRATCH_DIRS.clear()
 
 
 def nobody_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
