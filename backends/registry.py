@@ -17,9 +17,11 @@ from supermin.backends.deb.dpkgdb import dpkg_database
 from supermin.backends.deb.reader import DebReader
 from supermin.backends.deb.repository import DebRepository
 from supermin.backends.deb.sources import DPKG_STATUS, load_installed, load_source, native_arch
+from supermin.backends.deb.sources import packagelist_name as deb_packagelist_name
 from supermin.backends.rpm.reader import RpmReader
 from supermin.backends.rpm.repository import RpmRepository
 from supermin.backends.rpm.sources import load_rpm_installed, load_rpm_source
+from supermin.backends.rpm.sources import packagelist_name as rpm_packagelist_name
 from supermin.errors import SourceError
 from supermin.hostfiles.hostfs import HostFiles
 from supermin.packages import (
@@ -36,7 +38,7 @@ from supermin.spool import Spool
 class Universe:
     format: str  # "deb" or "rpm"
     repository: Repository
-    packages: list[Package]
+    count: int  # how many packages the sources offer
     description: str
 
     def reader(self, spool: Spool, host: HostFiles) -> PackageReader:
@@ -49,6 +51,23 @@ class Universe:
     ) -> PackageDatabase | None:
         """The package manager's database for the appliance, if the backend writes one."""
         return dpkg_database(opened, spool, mtime) if self.format == "deb" else None
+
+
+_PACKAGELIST_NAMES = {"deb": deb_packagelist_name, "rpm": rpm_packagelist_name}
+
+
+def packagelist_name(package: Package) -> str:
+    """How `--include-packagelist` names a package: its format's own spelling."""
+    return _PACKAGELIST_NAMES[package.format](package)
+
+
+# Whether a format's archives carry owner numbers beside the names (tar headers
+# do; rpm headers name owners only).
+_OWNER_NUMBERS = {"deb": True, "rpm": False}
+
+
+def archive_has_owner_numbers(package: Package) -> bool:
+    return _OWNER_NUMBERS.get(package.format, False)
 
 
 def source_format(path: Path) -> str:
@@ -73,26 +92,17 @@ def _check_readable(repo: Path) -> None:
         raise SourceError(f"cannot read package source {repo}: permission denied")
 
 
-def _from_repos(repos: Sequence[Path]) -> tuple[str, list[Package]]:
+def _repos_format(repos: Sequence[Path]) -> str:
     formats = set()
-    packages: list[Package] = []
     for repo in repos:
         _check_readable(repo)
-        kind = source_format(repo)
-        formats.add(kind)
-        packages.extend(load_rpm_source(repo) if kind == "rpm" else load_source(repo))
+        formats.add(source_format(repo))
     if len(formats) > 1:
         raise SourceError(
             "the package sources mix .deb and .rpm packages",
             "build one appliance from one distribution's packages",
         )
-    return formats.pop(), packages
-
-
-def _installed(sysroot: Path) -> tuple[str, list[Package]]:
-    if (sysroot / DPKG_STATUS).is_file():
-        return "deb", load_installed(sysroot)
-    return "rpm", load_rpm_installed(sysroot)
+    return formats.pop()
 
 
 def open_universe(
@@ -103,19 +113,29 @@ def open_universe(
 ) -> Universe:
     """All packages the given sources offer; the installed ones when there is no --repo."""
     if repos:
-        kind, packages = _from_repos(repos)
+        kind = _repos_format(repos)
         description = ", ".join(str(repo) for repo in repos)
     else:
-        kind, packages = _installed(sysroot)
+        kind = "deb" if (sysroot / DPKG_STATUS).is_file() else "rpm"
         description = f"the packages installed in {sysroot}"
-    if not packages:
-        raise SourceError(f"no packages found in {description}", "check the --repo paths")
     repository: Repository
     if kind == "rpm":
+        packages = (
+            [p for repo in repos for p in load_rpm_source(repo)]
+            if repos
+            else load_rpm_installed(sysroot)
+        )
+        count = len(packages)
         repository = RpmRepository(packages, native_arch(host_cpu), weak_deps=weak_deps)
     else:
-        repository = DebRepository(packages, native_arch(host_cpu))
-    return Universe(kind, repository, packages, description)
+        catalogues = (
+            [c for repo in repos for c in load_source(repo)] if repos else [load_installed(sysroot)]
+        )
+        count = sum(len(c) for c in catalogues)
+        repository = DebRepository(catalogues, native_arch(host_cpu))
+    if not count:
+        raise SourceError(f"no packages found in {description}", "check the --repo paths")
+    return Universe(kind, repository, count, description)
 
 
 def list_drivers(sysroot: Path = Path("/")) -> list[tuple[str, bool]]:

@@ -8,7 +8,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${SUPERMIN_VENV:-/var/tmp/supermin-venv}
 SYSTEM_TOOLS=(python3-venv dpkg-dev apt-utils gcc zstd xz-utils busybox-static libarchive-tools cpio e2fsprogs
               util-linux ca-certificates rpm rpm2cpio python3-rpm createrepo-c binutils
-              qemu-system-x86 dnf libcap2-bin)
+              qemu-system-x86 dnf libcap2-bin genext2fs  # genext2fs: a benchmark peer
+              libguestfs-tools linux-image-amd64 supermin)  # the drop-in's judge, its kernel, the peer
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -35,7 +36,7 @@ ensure_venv() {
         /usr/bin/python3 -m venv "$VENV"
     fi
     say "installing supermin into $VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check "$REPO[test]" 2>&1 \
+    "$VENV/bin/pip" install -q --disable-pip-version-check "$REPO[test,bench]" 2>&1 \
         | grep -v '^WARNING: Location' >&2 || true
     # From /: the checkout's own supermin/ must not shadow the installed package.
     (cd / && "$VENV/bin/python" -c 'import supermin.backends.deb')

@@ -5,7 +5,9 @@ runner goes into every format, beside the manifest it reads. `/init` only
 goes into the bootable formats (the initrd, and the ext2 root that the
 mini-initrd of supermin.miniinitrd switches to), in the lowest layer, so
 that any /init the appliance brings itself (a package, host files, a
-supermin.d tarball such as libguestfs's init.tar.gz) wins over ours.
+supermin.d tarball such as libguestfs's init.tar.gz) wins over ours. A systemd
+unit (hostfiles/init/supermin-firstboot.service, also in every format and the
+lowest layer) runs the runner when systemd is PID 1 without our /init.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ from supermin.spool import Spool
 RUNNER = FIRSTBOOT_DIR / "run"
 INIT = PurePosixPath("/init")
 STATE_DIR = PurePosixPath("/var/lib/supermin")  # the runner's completion mark lives here
+# The unit that runs the runner when systemd is PID 1 itself (see the unit's comments).
+# Under /usr/lib directly, which every systemd reads, whether /lib is a symlink or not.
+SYSTEMD_UNIT_NAME = "supermin-firstboot.service"
+SYSTEMD_UNIT = PurePosixPath("/usr/lib/systemd/system") / SYSTEMD_UNIT_NAME
+SYSTEMD_UNIT_WANTS = SYSTEMD_UNIT.parent / "sysinit.target.wants" / SYSTEMD_UNIT_NAME
 
 # /init mounts the kernel filesystems on these; packages that ship them win.
 _MOUNTPOINTS = {"/proc": 0o555, "/sys": 0o555, "/run": 0o755, "/tmp": 0o1777}
@@ -54,7 +61,7 @@ class InitRequest:
 
 
 def script_text(name: str) -> str:
-    """One of the scripts under hostfiles/init/ (package data of supermin.hostfiles)."""
+    """One of the files under hostfiles/init/ (package data of supermin.hostfiles)."""
     return resources.files("supermin.hostfiles").joinpath("init", name).read_text()
 
 
@@ -71,6 +78,34 @@ def runner_entries(spool: Spool, mtime: int) -> list[FileEntry]:
         _file(RUNNER, script_text("firstboot.sh"), spool, mtime),
         FileEntry(STATE_DIR, EntryKind.DIR, 0o755, mtime=mtime, origin="supermin"),
     ]
+
+
+def systemd_unit_layer(spool: Spool, mtime: int) -> Layer:
+    """The systemd unit that runs the runner, enabled in sysinit.target.
+
+    In every format, as the runner is. It belongs in the lowest layer: a
+    package, host file or tarball that ships the same paths replaces it.
+    """
+    content, size = spool.store([script_text(SYSTEMD_UNIT_NAME).encode()])
+    unit = FileEntry(
+        SYSTEMD_UNIT,
+        EntryKind.FILE,
+        0o644,
+        mtime=mtime,
+        size=size,
+        origin="supermin",
+        content=content,
+    )
+    # Relative, as systemctl enable writes them: right in a chroot and on the host.
+    wants = FileEntry(
+        SYSTEMD_UNIT_WANTS,
+        EntryKind.SYMLINK,
+        0o777,
+        mtime=mtime,
+        origin="supermin",
+        target=f"../{SYSTEMD_UNIT_NAME}",
+    )
+    return Layer([unit, wants])
 
 
 def appliance_shell(layers: Sequence[Layer]) -> str | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
-from supermin.bootfiles import InitRequest, init_layer, runner_entries
+from supermin.bootfiles import InitRequest, init_layer, runner_entries, systemd_unit_layer
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import UsageError
 from supermin.firstboot import firstboot_entries
@@ -29,6 +29,8 @@ from supermin.outputs.chroot import write_chroot
 from supermin.outputs.compression import Compression, compression_from_name
 from supermin.outputs.ext2 import write_ext2
 from supermin.outputs.mtree import write_mtree
+from supermin.owners import with_owners
+from supermin.packagelist import packagelist_layer
 from supermin.prepare import Sources, resolve_roots
 from supermin.report import Reporter
 from supermin.spool import Spool
@@ -75,6 +77,7 @@ def collect_entries(
     report: Reporter,
     base: Sequence[Layer] = (),
     init: InitRequest | None = None,
+    packagelist: bool = False,
 ) -> list[FileEntry]:
     appliance = read_inputs(inputs)
     epoch = source_date_epoch()
@@ -102,6 +105,7 @@ def collect_entries(
     layers.extend(Layer(tarball_entries(path, spool)) for path in appliance.tarballs)
     layers.append(Layer(firstboot_entries(opened, spool, mtime=mtime, database=database)))
     layers.append(Layer(runner_entries(spool, mtime)))
+    layers.insert(0, systemd_unit_layer(spool, mtime))  # lowest: the appliance's own wins
     if init is not None:  # lowest layer: an /init the appliance brings itself wins
         layers.insert(0, init_layer(init.program, layers, spool, mtime, report))
     if host.unreadable:
@@ -109,8 +113,12 @@ def collect_entries(
             f"{len(host.unreadable)} host files could not be read and were left out "
             f"(first: {host.unreadable[0]}); run as root to include them"
         )
+    if packagelist:  # --include-packagelist: /packagelist, above everything else
+        layers.append(packagelist_layer(ordered, spool, mtime))
     with report.step("merging entries"):
-        return merge(layers, appliance.excludes, epoch)
+        entries = merge(layers, appliance.excludes, epoch)
+    # Owner names through the appliance's own /etc/passwd and /etc/group (DESIGN.md §4).
+    return with_owners(entries, opened, spool, mtime, report)
 
 
 def with_kernel_modules(
@@ -159,6 +167,7 @@ class OutputOptions:
     kernel: Path | None = None  # --kernel
     init: PurePosixPath | None = None  # --init: what /init runs after first boot
     copy_kernel: bool = False  # --copy-kernel: DIR/kernel a copy, not a symlink to the host's
+    include_packagelist: bool = False  # --include-packagelist: write /packagelist
 
 
 def initrd_is_directory(output: str) -> bool:
@@ -286,7 +295,9 @@ def build(
     base = [INITRD_DEVICES] if bootable else []
     init = InitRequest(options.init) if bootable else None
     with staged(output) as stage:
-        entries = collect_entries(inputs, sources, stage, report, base, init)
+        entries = collect_entries(
+            inputs, sources, stage, report, base, init, options.include_packagelist
+        )
         kernel = None
         if options.with_kernel:
             search = KernelSearch(os.environ, options.kernel, sources.sysroot, sources.host_cpu)

@@ -9,20 +9,41 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 from supermin import __version__
-from supermin.backends.registry import list_drivers
-from supermin.build import OutputFormat, OutputOptions, build, initrd_is_directory, parse_format
 from supermin.errors import SuperminError, UsageError
 from supermin.freshness import fingerprint, is_fresh, record
-from supermin.outputs.compression import parse_compression
-from supermin.outputs.ext2 import parse_size
-from supermin.prepare import Sources, prepare
 from supermin.report import Reporter
 
+# The build and prepare machinery (the resolver's networkx, libarchive,
+# python-debian, the output writers) is imported where it is used, so that
+# `--if-newer` with nothing to do, --version and --help start in a few ms.
+if TYPE_CHECKING:
+    from supermin.build import OutputOptions
+    from supermin.prepare import Sources
+
 _SUBCOMMANDS = {"prepare": "--prepare", "build": "--build"}
+
+
+class _Removed(argparse.Action):
+    """An option supermin 5 keeps only to refuse, with why, as soon as it is met (exit 1)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        self.explanation: str = kwargs.pop("explanation")
+        self.advice: str = kwargs.pop("advice")
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        raise UsageError(self.explanation, self.advice)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Compile a small Linux appliance from distribution packages.",
         epilog="supermin prepare PKG... -o DIR | supermin build DIR... -f chroot -o OUT",
     )
+    parser.add_argument("-help", action="help", help=argparse.SUPPRESS)  # supermin 5 has it
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--prepare",
@@ -112,7 +134,30 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--packager-config", help="accepted for compatibility: package sources come from --repo"
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument(
+        "--include-packagelist",
+        action="store_true",
+        help="--build: add /packagelist, the sorted list of the appliance's packages",
+    )
+    parser.add_argument(
+        "--names",
+        action=_Removed,
+        nargs=0,
+        explanation="this is supermin 5; --names is a supermin 4 option",
+        advice="use libguestfs >= 1.26, or find supermin 4",
+        help="refused: for people needing supermin 4",
+    )
+    parser.add_argument(
+        "--dtb",
+        action=_Removed,
+        metavar="WILDCARD",
+        explanation="--dtb was removed in supermin 5.1.18",
+        advice="drop it and its wildcard: QEMU generates the device tree itself",
+        help="refused: obsolete (QEMU makes the device tree)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="say what is done; -vv: more detail"
+    )
     parser.add_argument("-V", "--version", action="store_true", help="print the version")
     return parser
 
@@ -131,6 +176,7 @@ _TAKES_VALUE = {
     "--init",
     "--lock",
     "--packager-config",
+    "--dtb",
 }
 
 
@@ -158,6 +204,10 @@ def _output(value: str | None) -> Path:
 
 
 def _output_options(options: argparse.Namespace) -> OutputOptions:
+    from supermin.build import OutputFormat, OutputOptions, initrd_is_directory, parse_format
+    from supermin.outputs.compression import parse_compression
+    from supermin.outputs.ext2 import parse_size
+
     size = OutputOptions.size
     if options.size is not None:
         try:
@@ -176,20 +226,32 @@ def _output_options(options: argparse.Namespace) -> OutputOptions:
         kernel=options.kernel,
         init=options.init,
         copy_kernel=options.copy_kernel,
+        include_packagelist=options.include_packagelist,
     )
 
 
+def check_tmpdir(environ: Mapping[str, str]) -> None:
+    """supermin 5 refuses a set but relative (or empty) $TMPDIR before anything else."""
+    tmpdir = environ.get("TMPDIR")
+    if tmpdir is not None and not os.path.isabs(tmpdir):
+        raise UsageError(f"environment variable $TMPDIR must be an absolute path, not {tmpdir!r}")
+
+
 def run(argv: Sequence[str], report: Reporter) -> int:
+    check_tmpdir(os.environ)
     options = _parser().parse_args(_normalise(argv))
     report.verbosity = options.verbose
     if options.version:
         print(f"supermin {__version__}")
         return 0
     if options.list_drivers:
+        from supermin.backends.registry import list_drivers
+
         for name, detected in list_drivers(options.sysroot):
             print(f"{name}: {'detected' if detected else 'not detected'}")
         return 0
     report.info(f"version: {__version__}")  # supermin 5's first -v line; libguestfs logs it
+    report.debug(f"command line: {' '.join(argv)}")
     with _locked(options.lock):
         return _run_mode(options, argv, report)
 
@@ -220,28 +282,40 @@ def _shaping(argv: Sequence[str]) -> list[str]:
 
 
 def _run_mode(options: argparse.Namespace, argv: Sequence[str], report: Reporter) -> int:
-    sources = Sources(tuple(options.repo), options.sysroot, options.host_cpu, options.weak_deps)
+    # The usage checks come in supermin 5's order: mode, format, output, operands.
     if options.mode == "prepare":
+        output = _output(options.output)
         if not options.args:
             raise UsageError("--prepare needs at least one package name")
-        prepare(options.args, _output(options.output), sources, report)
+        from supermin.prepare import prepare
+
+        prepare(options.args, output, _sources(options), report)
     elif options.mode == "build":
-        if not options.args:
-            raise UsageError("--build needs at least one input directory")
         if options.format is None:
             raise UsageError("--build needs -f FORMAT", "e.g. -f chroot")
-        inputs = [Path(a) for a in options.args]
         output = _output(options.output)
-        stamp = fingerprint(inputs, sources.repos, sources.sysroot, _shaping(argv), os.environ)
+        if not options.args:
+            raise UsageError("--build needs at least one input directory")
+        inputs = [Path(a) for a in options.args]
+        stamp = fingerprint(inputs, options.repo, options.sysroot, _shaping(argv), os.environ)
+        report.debug(f"--if-newer fingerprint {stamp}")
         if options.if_newer and is_fresh(output, stamp):
             report.info(f"{output} is up to date")
             return 0
-        build(inputs, output, _output_options(options), sources, report)
+        from supermin.build import build
+
+        build(inputs, output, _output_options(options), _sources(options), report)
         if options.if_newer:  # only then is a stamp beside the output wanted
             record(output, stamp)
     else:
         raise UsageError("say --prepare or --build (or: supermin prepare / supermin build)")
     return 0
+
+
+def _sources(options: argparse.Namespace) -> Sources:
+    from supermin.prepare import Sources
+
+    return Sources(tuple(options.repo), options.sysroot, options.host_cpu, options.weak_deps)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

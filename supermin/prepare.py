@@ -42,7 +42,7 @@ def resolve_roots(
         universe = open_universe(
             sources.repos, sources.sysroot, sources.host_cpu, sources.weak_deps
         )
-        report.info(f"{len(universe.packages)} packages in {universe.description}")
+        report.info(f"{universe.count} packages in {universe.description}")
     with report.step("resolving dependencies"):
         resolution = resolve(universe.repository, names)
     for name in resolution.unknown:

@@ -14,9 +14,11 @@ from typing import TypeVar
 
 import networkx as nx
 import pytest
+from debian.deb822 import Packages
 from support.debdata import apt_closure, build_deb, debian_index, host_arch, synthetic_debs
 
-from supermin.backends.deb.repository import DebRepository
+from supermin.backends.deb.index import KEPT_FIELDS
+from supermin.backends.deb.repository import Catalogue, DebRepository
 from supermin.backends.deb.sources import load_source
 from supermin.errors import ResolveError
 from supermin.packages import Package, Relation
@@ -71,13 +73,13 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def debian(cache_dir: Path) -> DebRepository:
-    """Debian 12 main, loaded once: cold (parsing, writing the cache), then from the cache."""
+    """Debian 12 main: the index is split into stanzas, parsed as the resolver asks."""
     index = debian_index()
-    cold, packages = _timed(lambda: load_source(index))
-    warm, again = _timed(lambda: load_source(index))
-    print(f"\n{index.name}: {len(packages)} packages; cold {cold:.2f}s, cached {warm:.2f}s")
-    assert len(again) == len(packages)
-    return DebRepository(packages, host_arch())
+    elapsed, catalogues = _timed(lambda: load_source(index))
+    count = sum(len(c) for c in catalogues)
+    print(f"\n{index.name}: {count} packages, read in {elapsed:.2f}s")
+    assert count > 60_000
+    return DebRepository(catalogues, host_arch())
 
 
 def _chosen(resolution: Resolution) -> dict[str, Package]:
@@ -201,45 +203,53 @@ def test_why_is_a_path_from_a_root(debian: DebRepository, roots: tuple[str, ...]
         assert resolution.why(root) == [root]
 
 
-def test_index_cache_is_used_and_invalidated(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("SUPERMIN_CACHE_DIR", str(cache))
+def _all(catalogues: Sequence[Catalogue]) -> list[Package]:
+    return [package for catalogue in catalogues for package in catalogue]
+
+
+def test_lazy_index_reads_every_stanza_like_python_debian(tmp_path: Path) -> None:
+    """The fast split agrees with python-debian's deb822 on the whole Debian index."""
+    index = debian_index()
+    ours = {(p.name, p.version, p.arch): p.fields for p in _all(load_source(index))}
+    with index.open("rb") as stream:
+        theirs = {
+            (s["Package"], s["Version"], s["Architecture"]): {
+                k: s[k] for k in KEPT_FIELDS if k in s
+            }
+            for s in Packages.iter_paragraphs(stream, use_apt_pkg=False)
+        }
+    assert len(ours) == len(theirs) > 60_000
+    assert ours == theirs
+
+
+def test_index_changes_are_seen_at_once(tmp_path: Path) -> None:
+    """No parsed-index cache to go stale: an appended stanza is found on the next read."""
     index = tmp_path / "Packages"
     shutil.copyfile(debian_index(), index)
-    cold, first = _timed(lambda: load_source(index))
-    warm, second = _timed(lambda: load_source(index))
-    print(f"\nfull index: cold {cold:.2f}s, cached {warm:.2f}s ({cold / warm:.0f}x)")
-    pickles = list(cache.glob("*.pickle"))
-    assert len(pickles) == 1, pickles
-    assert [p.nva for p in second] == [p.nva for p in first]
-    assert "supermin-test-appended" not in {p.name for p in first}
-
+    first = load_source(index)
+    assert DebRepository(first, host_arch()).candidates(Relation("supermin-test-appended")) == []
     with index.open("a") as out:
         out.write(
             "\nPackage: supermin-test-appended\nVersion: 1.0\nArchitecture: all\n"
-            "Depends: bash\nDescription: appended by the cache test\n"
+            "Provides: supermin-test-virtual (= 1.0)\n"
+            "Depends: bash\nDescription: appended by the index test\n continued\n"
         )
-    third = load_source(index)
-    [appended] = [p for p in third if p.name == "supermin-test-appended"]
+    again = DebRepository(load_source(index), host_arch())
+    [appended] = again.candidates(Relation("supermin-test-appended"))
     assert appended.fields["Depends"] == "bash"
-    assert len(third) == len(first) + 1
-    assert len(list(cache.glob("*.pickle"))) == 2
+    assert again.candidates(Relation("supermin-test-virtual", ">=", "1.0")) == [appended]
+    assert sum(len(c) for c in load_source(index)) == sum(len(c) for c in first) + 1
 
 
-def test_cache_is_invalidated_by_mtime_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Same size, new content, new mtime: the cached parse must not be reused."""
-    monkeypatch.setenv("SUPERMIN_CACHE_DIR", str(tmp_path / "cache"))
+def test_same_size_rewrite_is_seen(tmp_path: Path) -> None:
+    """Same size, new content, same mtime: nothing cached, so nothing stale."""
     index = tmp_path / "Packages"
     index.write_text("Package: tp-one\nVersion: 1.0\nArchitecture: all\n")
     os.utime(index, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
-    assert [p.version for p in load_source(index)] == ["1.0"]
+    assert [p.version for p in _all(load_source(index))] == ["1.0"]
     index.write_text("Package: tp-one\nVersion: 2.0\nArchitecture: all\n")
-    os.utime(index, ns=(1_000_000_001_000_000_000, 1_000_000_001_000_000_000))
-    assert [p.version for p in load_source(index)] == ["2.0"]
+    os.utime(index, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+    assert [p.version for p in _all(load_source(index))] == ["2.0"]
 
 
 # ------------------------------------------------------------------ synthetic packages
@@ -414,7 +424,10 @@ def test_cycle_is_ordered_by_pre_depends(extra_debs: Path) -> None:
 _ORDER_SCRIPT = """
 import sys
 from pathlib import Path
-from supermin.backends.deb.repository import DebRepository
+from debian.deb822 import Packages
+
+from supermin.backends.deb.index import KEPT_FIELDS
+from supermin.backends.deb.repository import Catalogue, DebRepository
 from supermin.backends.deb.sources import load_source
 from supermin.resolve import resolve
 repo = DebRepository(load_source(Path(sys.argv[1])), sys.argv[2])

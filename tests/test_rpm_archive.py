@@ -403,8 +403,8 @@ def test_first_install_scripts_are_rpms_calls(opened: Reader) -> None:
     scripts = sendmail.scripts
     assert [(s.phase, s.stage, s.arguments) for s in scripts] == [
         ("pre", 1, ("1",)),
-        ("post", 2, ("1",)),
-        ("posttrans", 3, ("1",)),
+        ("post", 1, ("1",)),
+        ("posttrans", 2, ("1",)),
     ]
     assert {s.interpreter for s in scripts} == {"/bin/sh"}
     assert {s.kind for s in sendmail.scriptlets} >= {"preun", "postun", "verify"}
@@ -497,8 +497,8 @@ def test_synthetic_scriptlets_and_triggers(synthetic: list[Path], opened: Reader
     assert [(s.phase, s.stage, s.interpreter) for s in scripts.scripts] == [
         ("pretrans", 0, "<lua>"),
         ("pre", 1, "/bin/sh"),
-        ("post", 2, "/bin/sh"),
-        ("posttrans", 3, "/bin/sh"),
+        ("post", 1, "/bin/sh"),
+        ("posttrans", 2, "/bin/sh"),
     ]
     assert {(t.scope, t.kind) for t in scripts.triggers} == {
         ("package", "in"),

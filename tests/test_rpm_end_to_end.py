@@ -133,7 +133,9 @@ def test_scriptlets_stored_in_dependency_order(built: tuple[Path, dict[str, Path
                 if (a, phase) in step and (b, phase) in step:
                     assert step[(b, phase)] < step[(a, phase)], (a, b, phase)
                     checked += 1
-    stages = [("pretrans", "pre", "post", "posttrans").index(s["phase"]) for s in manifest]
+    # rpm runs each package's %pre and %post together, the next package's after them.
+    rank = {"pretrans": 0, "pre": 1, "post": 1, "posttrans": 2}
+    stages = [rank[s["phase"]] for s in manifest]
     assert stages == sorted(stages)
     assert checked >= 0
     assert not (work / "c/var/lib/tp/scriptlets.log").exists(), "nothing may run at build time"

@@ -12,8 +12,9 @@ Only packages of the target architecture and `all` take part.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cmp_to_key
+from typing import Protocol
 
 from supermin.backends.deb.relations import (
     compare_versions,
@@ -34,26 +35,81 @@ def _by_version_desc(packages: list[Package]) -> list[Package]:
     return sorted(packages, key=cmp_to_key(newer_first))
 
 
+class Catalogue(Protocol):
+    """The packages of one source, looked up by name (an index answers lazily)."""
+
+    def named(self, name: str) -> list[Package]:
+        """Every package called `name`, in the source's order."""
+
+    def providers(self, name: str) -> Iterable[str]:
+        """Names of packages that may Provide `name` (checked again by the caller)."""
+
+    def __iter__(self) -> Iterator[Package]: ...
+
+    def __len__(self) -> int: ...
+
+
+class PackageList:
+    """A Catalogue of packages already read (a pool of .debs, the dpkg status)."""
+
+    def __init__(self, packages: Iterable[Package]) -> None:
+        self._packages = list(packages)
+        self._by_name: dict[str, list[Package]] = defaultdict(list)
+        self._providers: dict[str, list[str]] = defaultdict(list)
+        for package in self._packages:
+            self._by_name[package.name].append(package)
+            for provided in parse_flat(package.fields.get("Provides", "")):
+                self._providers[provided.name].append(package.name)
+
+    def named(self, name: str) -> list[Package]:
+        return self._by_name.get(name, [])
+
+    def providers(self, name: str) -> Iterable[str]:
+        return self._providers.get(name, [])
+
+    def __iter__(self) -> Iterator[Package]:
+        return iter(self._packages)
+
+    def __len__(self) -> int:
+        return len(self._packages)
+
+
 class DebRepository:
-    def __init__(self, packages: Sequence[Package], arch: str) -> None:
+    def __init__(self, catalogues: Sequence[Catalogue], arch: str) -> None:
         self.arch = arch
-        by_name: dict[str, list[Package]] = defaultdict(list)
-        providers: dict[str, list[tuple[Package, Relation]]] = defaultdict(list)
-        for package in packages:
-            if package.arch not in (arch, "all"):
-                continue
-            by_name[package.name].append(package)
-            for provided in self.provides(package):
-                providers[provided.name].append((package, provided))
-        self._by_name = {name: _by_version_desc(pkgs) for name, pkgs in by_name.items()}
-        self._providers = dict(providers)
+        self._catalogues = list(catalogues)
+        self._by_name: dict[str, list[Package]] = {}
         self._candidates: dict[Relation, list[Package]] = {}
+
+    def _named(self, name: str) -> list[Package]:
+        """The packages called `name` for our architecture, highest version first."""
+        found = self._by_name.get(name)
+        if found is None:
+            found = [
+                package
+                for catalogue in self._catalogues
+                for package in catalogue.named(name)
+                if package.arch in (self.arch, "all")
+            ]
+            if len(found) > 1:
+                found = _by_version_desc(found)
+            self._by_name[name] = found
+        return found
+
+    def _providers(self, name: str) -> list[Package]:
+        names = dict.fromkeys(n for c in self._catalogues for n in c.providers(name))
+        return [
+            package
+            for provider in names
+            for package in self._named(provider)
+            if any(provided.name == name for provided in self.provides(package))
+        ]
 
     def provides(self, package: Package) -> tuple[Relation, ...]:
         return parse_flat(package.fields.get("Provides", ""))
 
     def names(self) -> Iterator[str]:
-        return iter(self._by_name)
+        return iter({package.name: None for c in self._catalogues for package in c})
 
     def _arch_matches(self, package: Package, relation: Relation) -> bool:
         # `:any` and `:native` are met by the native architecture, the only one
@@ -91,10 +147,10 @@ class DebRepository:
         return found
 
     def _compute_candidates(self, relation: Relation) -> list[Package]:
-        real = [p for p in self._by_name.get(relation.name, []) if self.satisfies(p, relation)]
+        real = [p for p in self._named(relation.name) if self.satisfies(p, relation)]
         virtual = [
             p
-            for p, _ in self._providers.get(relation.name, [])
+            for p in self._providers(relation.name)
             if p.name != relation.name and self.satisfies(p, relation)
         ]
         virtual.sort(key=lambda p: (_PRIORITY_RANK.get(p.fields.get("Priority", ""), 9), p.name))

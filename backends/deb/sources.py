@@ -7,11 +7,20 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from supermin.backends.deb.archive import read_control
-from supermin.backends.deb.index import Stanza, find_indexes, load_index, parse_control
+from supermin.backends.deb.index import (
+    IndexBlocks,
+    Stanza,
+    find_indexes,
+    parse_control,
+    parse_stanza,
+    read_index_blocks,
+)
 from supermin.backends.deb.index import parse_index as parse_status
+from supermin.backends.deb.repository import Catalogue, PackageList
 from supermin.cache import cached, file_identity
 from supermin.errors import SourceError
 from supermin.packages import Package
@@ -48,6 +57,11 @@ def _package(stanza: Stanza, source: str, location: Path | None, installed: bool
     )
 
 
+def packagelist_name(package: Package) -> str:
+    """`name_version_arch` (epoch kept in the version), as supermin 5 lists a .deb."""
+    return f"{package.name}_{package.version}_{package.arch}"
+
+
 def _deb_files(directory: Path) -> list[Path]:
     found: list[Path] = []
     for top, dirs, files in os.walk(directory, onerror=_raise):
@@ -70,10 +84,41 @@ def _pool_stanzas(debs: list[Path]) -> list[Stanza]:
     return stanzas
 
 
-def load_pool(directory: Path) -> list[Package]:
+def load_pool(directory: Path) -> PackageList:
     debs = _deb_files(directory)
     stanzas = cached("deb-pool", file_identity(debs), lambda: _pool_stanzas(debs))
-    return [_package(s, str(directory), Path(s["Filename"]), False) for s in stanzas]
+    return PackageList(_package(s, str(directory), Path(s["Filename"]), False) for s in stanzas)
+
+
+class IndexCatalogue:
+    """One Packages index, its stanzas parsed only when their package is asked for."""
+
+    def __init__(self, blocks: IndexBlocks, base: Path, source: str) -> None:
+        self._blocks = blocks
+        self._base = base
+        self._source = source
+        self._packages: dict[str, list[Package]] = {}
+
+    def named(self, name: str) -> list[Package]:
+        found = self._packages.get(name)
+        if found is None:
+            found = [self._package(block) for block in self._blocks.by_name.get(name, ())]
+            self._packages[name] = found
+        return found
+
+    def _package(self, block: bytes) -> Package:
+        stanza = parse_stanza(block)
+        filename = stanza.get("Filename")
+        return _package(stanza, self._source, self._base / filename if filename else None, False)
+
+    def providers(self, name: str) -> Iterable[str]:
+        return self._blocks.providers.get(name, ())
+
+    def __iter__(self) -> Iterator[Package]:
+        return (package for name in self._blocks.by_name for package in self.named(name))
+
+    def __len__(self) -> int:
+        return self._blocks.count
 
 
 def _repo_indexes(directory: Path) -> tuple[Path, list[Path]]:
@@ -91,17 +136,11 @@ def _repo_indexes(directory: Path) -> tuple[Path, list[Path]]:
     return directory, indexes
 
 
-def load_repository(directory: Path, indexes: list[Path]) -> list[Package]:
-    packages = []
-    for index in indexes:
-        for stanza in load_index(index):
-            filename = stanza.get("Filename")
-            location = directory / filename if filename else None
-            packages.append(_package(stanza, str(index), location, False))
-    return packages
+def load_repository(directory: Path, indexes: list[Path]) -> list[Catalogue]:
+    return [IndexCatalogue(read_index_blocks(i), directory, str(i)) for i in indexes]
 
 
-def load_installed(sysroot: Path) -> list[Package]:
+def load_installed(sysroot: Path) -> PackageList:
     status = sysroot / DPKG_STATUS
     if not status.is_file():
         raise SourceError(
@@ -113,13 +152,13 @@ def load_installed(sysroot: Path) -> list[Package]:
         return [s for s in parse_status(status) if s.get("Status", "").endswith(" installed")]
 
     stanzas = cached("deb-status", file_identity([status]), parse)
-    return [_package(s, str(status), None, True) for s in stanzas]
+    return PackageList(_package(s, str(status), None, True) for s in stanzas)
 
 
-def load_source(path: Path) -> list[Package]:
-    """Detect what `path` is and list the packages it offers."""
+def load_source(path: Path) -> list[Catalogue]:
+    """Detect what `path` is; the catalogues of the packages it offers."""
     if path.is_file() and path.suffix == ".deb":
-        return [_package(_pool_stanzas([path])[0], str(path), path, False)]
+        return [PackageList([_package(_pool_stanzas([path])[0], str(path), path, False)])]
     if path.is_file() and path.name.removesuffix(path.suffix).endswith("Packages"):
         return load_repository(path.parent, [path])
     if path.is_file() and path.name.endswith("Packages"):
@@ -134,4 +173,4 @@ def load_source(path: Path) -> list[Package]:
     base, indexes = _repo_indexes(path)
     if indexes:
         return load_repository(base, indexes)
-    return load_pool(path)
+    return [load_pool(path)]

@@ -72,8 +72,9 @@ STATIC_GIDS = {
 }
 
 # What a first install runs, in this order for every package of the transaction:
-# all %pretrans, then per package %pre and %post, then all %posttrans.
-_FIRST_INSTALL_STAGES = {"pretrans": 0, "pre": 1, "post": 2, "posttrans": 3}
+# all %pretrans, then per package %pre and %post, then all %posttrans. %pre and
+# %post share a stage: rpm runs one package's %post before the next one's %pre.
+_FIRST_INSTALL_STAGES = {"pretrans": 0, "pre": 1, "post": 1, "posttrans": 2}
 
 
 @dataclass(frozen=True, slots=True)

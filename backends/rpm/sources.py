@@ -68,6 +68,11 @@ def _package(meta: RpmMeta, source: str, location: Path | None, installed: bool)
     )
 
 
+def packagelist_name(package: Package) -> str:
+    """NEVRA, `name-[epoch:]version-release.arch` without a zero epoch, as supermin 5 lists it."""
+    return package.nva  # the version is evr_text's, which already leaves out epoch 0
+
+
 # ---------------------------------------------------------------- .rpm files
 
 
