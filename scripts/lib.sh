@@ -9,7 +9,8 @@ VENV=${SUPERMIN_VENV:-/var/tmp/supermin-venv}
 SYSTEM_TOOLS=(python3-venv dpkg-dev apt-utils gcc zstd xz-utils busybox-static libarchive-tools cpio e2fsprogs
               util-linux ca-certificates rpm rpm2cpio python3-rpm createrepo-c binutils
               qemu-system-x86 dnf libcap2-bin genext2fs  # genext2fs: a benchmark peer
-              libguestfs-tools linux-image-amd64 supermin)  # the drop-in's judge, its kernel, the peer
+              libguestfs-tools linux-image-amd64 supermin  # the drop-in's judge, its kernel, the peer
+              systemd)  # systemd-analyze verify of our unit
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

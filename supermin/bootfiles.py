@@ -80,11 +80,19 @@ def runner_entries(spool: Spool, mtime: int) -> list[FileEntry]:
     ]
 
 
-def systemd_unit_layer(spool: Spool, mtime: int) -> Layer:
+_SYSTEMD = {"/lib/systemd/systemd", "/usr/lib/systemd/systemd"}
+MACHINE_ID = PurePosixPath("/etc/machine-id")
+
+
+def systemd_unit_layer(spool: Spool, mtime: int, layers: Sequence[Layer] = ()) -> Layer:
     """The systemd unit that runs the runner, enabled in sysinit.target.
 
     In every format, as the runner is. It belongs in the lowest layer: a
     package, host file or tarball that ships the same paths replaces it.
+    When `layers` (read twice: lists) hold systemd, an empty /etc/machine-id
+    too, as Debian's and Fedora's images ship: systemd then makes one up at
+    boot, where a missing file would make it stop at systemd-firstboot's
+    console prompt.
     """
     content, size = spool.store([script_text(SYSTEMD_UNIT_NAME).encode()])
     unit = FileEntry(
@@ -105,7 +113,21 @@ def systemd_unit_layer(spool: Spool, mtime: int) -> Layer:
         origin="supermin",
         target=f"../{SYSTEMD_UNIT_NAME}",
     )
-    return Layer([unit, wants])
+    entries = [unit, wants]
+    if any(str(e.path) in _SYSTEMD for layer in layers for e in layer.entries):
+        content, size = spool.store([b""])
+        entries.append(
+            FileEntry(
+                MACHINE_ID,
+                EntryKind.FILE,
+                0o444,
+                mtime=mtime,
+                size=size,
+                origin="supermin",
+                content=content,
+            )
+        )
+    return Layer(entries)
 
 
 def appliance_shell(layers: Sequence[Layer]) -> str | None:

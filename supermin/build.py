@@ -105,7 +105,7 @@ def collect_entries(
     layers.extend(Layer(tarball_entries(path, spool)) for path in appliance.tarballs)
     layers.append(Layer(firstboot_entries(opened, spool, mtime=mtime, database=database)))
     layers.append(Layer(runner_entries(spool, mtime)))
-    layers.insert(0, systemd_unit_layer(spool, mtime))  # lowest: the appliance's own wins
+    layers.insert(0, systemd_unit_layer(spool, mtime, layers))  # lowest: the appliance's wins
     if init is not None:  # lowest layer: an /init the appliance brings itself wins
         layers.insert(0, init_layer(init.program, layers, spool, mtime, report))
     if host.unreadable:

@@ -122,10 +122,14 @@ def appliance() -> Path:
 
 
 def _boot(appliance: Path) -> str:
-    """Boot the root with systemd as PID 1 (init= bypasses the root's /init)."""
+    """Boot the root with systemd as PID 1 (init= bypasses the root's /init).
+
+    No systemd.firstboot=off: the empty /etc/machine-id supermin adds next to
+    systemd keeps systemd-firstboot from waiting at a console prompt.
+    """
     append = (
         f"console=ttyS0 root=UUID={_uuid(appliance / 'root')} init=/lib/systemd/systemd "
-        "panic=-1 quiet systemd.show_status=error systemd.firstboot=off"
+        "panic=-1 quiet systemd.show_status=error"
     )
     drive = f"file={appliance / 'root'},if=virtio,format=raw"
     console, elapsed = boot(appliance, append, drives=[drive], timeout=BOOT_TIMEOUT)
@@ -207,6 +211,17 @@ def test_chroot_has_the_unit_and_its_wants_link() -> None:
     wants = root / SYSTEMD_UNIT_WANTS.relative_to("/")
     assert wants.is_symlink() and wants.readlink() == Path("../supermin-firstboot.service")
     assert wants.resolve() == unit.resolve()
+    assert not (root / "etc/machine-id").exists()  # only next to systemd
+
+
+def test_systemd_appliance_gets_an_empty_machine_id(appliance: Path) -> None:
+    listing = subprocess.run(
+        ["debugfs", "-R", "stat /etc/machine-id", str(appliance / "root")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "Type: regular" in listing and "Size: 0" in listing, listing
 
 
 def test_an_appliance_unit_of_the_same_name_wins() -> None:
