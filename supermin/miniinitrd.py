@@ -38,6 +38,7 @@ from supermin.kernel import Kernel
 from supermin.outputs.archives import write_cpio
 from supermin.outputs.compression import Compression
 from supermin.report import Reporter
+from supermin.sharedlibs import FileView, runtime_files
 from supermin.spool import Spool
 
 # What reaches the root disk: virtio-blk (`-drive if=virtio`), virtio-scsi, SCSI
@@ -300,27 +301,45 @@ def load_order(
 # ------------------------------------------------------------------ busybox
 
 
-def find_busybox(entries: Sequence[FileEntry], host_root: Path) -> tuple[Path, str]:
-    """A static busybox: the appliance's (busybox-static), else the host's. (file, origin)."""
-    by_path = {str(e.path): e for e in entries}
+@dataclass(frozen=True)
+class Busybox:
+    path: Path  # the program's bytes on the build machine
+    origin: str  # for messages
+    libraries: tuple[tuple[PurePosixPath, Path], ...] = ()  # (path in the initrd, file)
+
+
+def find_busybox(entries: Sequence[FileEntry], host_root: Path) -> Busybox:
+    """A busybox for the initrd, best first: static from the appliance (busybox-static),
+    static from the host, then a dynamic one with its interpreter and libraries, taken
+    from the same place (a stock Debian host has busybox, not busybox-static)."""
+    appliance, host = FileView(entries=entries), FileView(host_root=host_root)
+    packages = {e.path: e.origin for e in entries}
+    places = [(appliance, "in the appliance"), (host, f"under {host_root}")]
     looked: list[str] = []
-    for name in _BUSYBOX:
-        entry = by_path.get(name)
-        if entry is not None and entry.kind is EntryKind.SYMLINK and entry.target:
-            entry = by_path.get(str(PurePosixPath(name).parent / entry.target))
-        if entry is not None and entry.kind is EntryKind.FILE and entry.content is not None:
-            if is_static_executable(_read(entry.content)):
-                return entry.content, f"{name} of package {entry.origin}"
-            looked.append(f"{name} in the appliance (not static)")
-    for name in _BUSYBOX:
-        path = host_root / name.lstrip("/")
-        if path.is_file():
-            if is_static_executable(_read(path)):
-                return path, f"host {path}"
-            looked.append(f"{path} (not static or unreadable)")
+    dynamic: list[Busybox] = []
+    for view, where in places:
+        for name in _BUSYBOX:
+            found = view.resolve(PurePosixPath(name))
+            if found is None:
+                continue
+            data = _read(found[1])
+            origin = (
+                f"{name} of package {packages.get(found[0], '?')}"
+                if view is appliance
+                else f"host {host_root / name.lstrip('/')}"
+            )
+            if is_static_executable(data):
+                return Busybox(found[1], origin)
+            libraries = runtime_files(data, view)
+            if libraries:
+                dynamic.append(Busybox(found[1], f"{origin} (dynamic)", tuple(libraries)))
+            else:
+                looked.append(f"{name} {where} (its libraries are missing there)")
+    if dynamic:
+        return dynamic[0]
     where = ", ".join(looked) or f"{', '.join(_BUSYBOX)} in the appliance and under {host_root}"
     raise OutputError(
-        f"no static busybox for the ext2 format's initrd: looked at {where}",
+        f"no busybox for the ext2 format's initrd: looked at {where}",
         "add busybox-static (Debian) or busybox (Fedora) to the packages or to the host",
     )
 
@@ -345,9 +364,15 @@ def _chunks(path: Path) -> Iterator[bytes]:
 
 
 def mini_initrd_entries(
-    busybox: Path, modules: Sequence[Module], spool: Spool, mtime: int
+    busybox: Busybox, modules: Sequence[Module], spool: Spool, mtime: int
 ) -> list[FileEntry]:
-    entries = [_dir(d, mtime) for d in ("/", "/bin", "/dev", "/lib", "/proc", "/sys", "/newroot")]
+    directories = {"/", "/bin", "/dev", "/lib", "/proc", "/sys", "/newroot"}
+    for placed, _ in busybox.libraries:
+        directories.update(str(parent) for parent in placed.parents)
+    entries = [_dir(d, mtime) for d in sorted(directories)]
+    entries += [
+        _file(placed, _chunks(source), spool, mtime) for placed, source in busybox.libraries
+    ]
     entries.append(_dir(str(MODULES_DIR), mtime))
     entries += [
         FileEntry(
@@ -355,7 +380,7 @@ def mini_initrd_entries(
         )
         for name, mode, rdev in (("/dev/console", 0o600, (5, 1)), ("/dev/null", 0o666, (1, 3)))
     ]
-    entries.append(_file(PurePosixPath("/bin/busybox"), _chunks(busybox), spool, mtime))
+    entries.append(_file(PurePosixPath("/bin/busybox"), _chunks(busybox.path), spool, mtime))
     entries.append(
         FileEntry(PurePosixPath("/bin/sh"), EntryKind.SYMLINK, 0o777, target="busybox", mtime=mtime)
     )
@@ -384,7 +409,7 @@ def write_mini_initrd(
     """Write the ext2 format's initrd for `kernel` to `path` (a newc cpio)."""
     if kernel is None:
         raise KernelError("the ext2 format needs a kernel", "set SUPERMIN_KERNEL or --kernel")
-    busybox, origin = find_busybox(entries, host_root)
+    busybox = find_busybox(entries, host_root)
     tree = module_tree(kernel, entries, host_root)
     if tree is None:
         report.warn(
@@ -395,6 +420,7 @@ def write_mini_initrd(
     else:
         modules = load_order(tree, WANTED_MODULES, report)
     report.info(
-        f"initrd: busybox {origin}, {len(modules)} modules: {' '.join(m.name for m in modules)}"
+        f"initrd: busybox {busybox.origin}, {len(busybox.libraries)} libraries, "
+        f"{len(modules)} modules: {' '.join(m.name for m in modules)}"
     )
     write_cpio(mini_initrd_entries(busybox, modules, spool, mtime), path, compression)

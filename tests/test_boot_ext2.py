@@ -219,3 +219,41 @@ def test_elf_reader_tells_static_busybox_from_bash(tmp_path: Path) -> None:
     assert not is_static_executable(Path("/bin/bash").read_bytes())
     assert elf_section(b"#!/bin/sh\n" * 10, ".modinfo") is None
     assert modinfo(Path("/bin/bash").read_bytes()) == {}
+
+
+def test_a_dynamic_busybox_boots_with_its_libraries() -> None:
+    """No static busybox anywhere (a stock Debian host has the dynamic `busybox`): the
+    initrd gets the appliance's dynamic one with its loader and libraries, and boots."""
+    work = scratch_dir("boot-ext2-dynamic")
+    roots = ["bash", "coreutils", "busybox"]
+    repos = ["--repo", str(real_pool(roots))]
+    supermin_nobody(["prepare", *roots, *repos, "-o", str(work / "d")])
+    (work / "d" / "overlay.tar").write_bytes(tarball({"bin/sh": "bash", "tp/init": DYNAMIC_INIT}))
+    empty = work / "empty-host"  # --sysroot: the host's busybox-static is not found
+    empty.mkdir()
+    out = work / "appliance"
+    result = supermin_nobody(
+        ["build", str(work / "d"), *repos, "--sysroot", str(empty), "-f", "ext2"]
+        + ["--size", "512M", "--init", "/tp/init", "-v", "-o", str(out)],
+        env=_kernel_env(),
+    )
+    assert re.search(
+        r"initrd: busybox /\S+ of package busybox \(dynamic\), [1-9]\d* lib", result.stderr
+    )
+    names = subprocess.run(
+        ["bsdtar", "-tf", str(out / "initrd")], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert any(n.endswith("lib64/ld-linux-x86-64.so.2") for n in names), names
+    assert any(n.endswith("/libc.so.6") for n in names), names
+    console, elapsed = _boot(out, "/dev/vda")
+    print(f"ext2 boot with a dynamic busybox: {elapsed:.1f}s (TCG)")
+    assert "supermin-mini-initrd: mounted /dev/vda" in console, console[-4000:]
+    assert "TP-DYNAMIC-MARKER" in console, console[-4000:]
+
+
+DYNAMIC_INIT = b"""#!/bin/sh
+echo TP-DYNAMIC-MARKER
+sync
+echo o > /proc/sysrq-trigger
+sleep 60
+"""
