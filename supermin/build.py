@@ -32,6 +32,7 @@ from supermin.outputs.mtree import write_mtree
 from supermin.owners import with_owners
 from supermin.packagelist import packagelist_layer
 from supermin.prepare import Sources, resolve_roots
+from supermin.reading import open_packages
 from supermin.report import Reporter
 from supermin.spool import Spool
 from supermin.staging import Stage, staged
@@ -88,7 +89,7 @@ def collect_entries(
     reader = universe.reader(spool, host)
     ordered = resolution.install_order()
     with report.step(f"reading {len(ordered)} packages"):
-        opened = [(package, reader.open(package)) for package in ordered]
+        opened = open_packages(ordered, reader)
     lua = sum(s.interpreter == "<lua>" for _, contents in opened for s in contents.scripts)
     if lua:
         report.warn(
