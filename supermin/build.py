@@ -89,7 +89,7 @@ def collect_entries(
     reader = universe.reader(spool, host)
     ordered = resolution.install_order()
     with report.step(f"reading {len(ordered)} packages"):
-        opened = open_packages(ordered, reader)
+        opened = open_packages(ordered, reader, report=report)
     lua = sum(s.interpreter == "<lua>" for _, contents in opened for s in contents.scripts)
     if lua:
         report.warn(

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from supermin.packages import Package, PackageContents, PackageReader
+from supermin.report import Progress, Reporter
 
 
 def default_jobs() -> int:
@@ -22,19 +23,33 @@ def default_jobs() -> int:
 
 
 def open_packages(
-    packages: Sequence[Package], reader: PackageReader, jobs: int | None = None
+    packages: Sequence[Package],
+    reader: PackageReader,
+    jobs: int | None = None,
+    report: Reporter | None = None,
 ) -> list[tuple[Package, PackageContents]]:
-    """Each package with its contents, in the order given."""
+    """Each package with its contents, in the order given (a progress bar on a terminal)."""
     jobs = jobs or default_jobs()
-    if jobs <= 1 or len(packages) <= 1 or any(p.installed for p in packages):
-        return [(package, reader.open(package)) for package in packages]
-    # Biggest archives first keeps every thread busy until the end.
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="supermin-read") as pool:
-        futures = {
-            id(package): pool.submit(reader.open, package)
-            for package in sorted(packages, key=_archive_size, reverse=True)
-        }
-        return [(package, futures[id(package)].result()) for package in packages]
+    sizes = {id(package): _archive_size(package) for package in packages}
+    progress = Progress(report or Reporter(), "reading", len(packages), sum(sizes.values()))
+
+    def open_one(package: Package) -> PackageContents:
+        contents = reader.open(package)
+        progress.advance(sizes[id(package)])
+        return contents
+
+    try:
+        if jobs <= 1 or len(packages) <= 1 or any(p.installed for p in packages):
+            return [(package, open_one(package)) for package in packages]
+        # Biggest archives first keeps every thread busy until the end.
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="supermin-read") as pool:
+            futures = {
+                id(package): pool.submit(open_one, package)
+                for package in sorted(packages, key=lambda p: sizes[id(p)], reverse=True)
+            }
+            return [(package, futures[id(package)].result()) for package in packages]
+    finally:
+        progress.close()
 
 
 def _archive_size(package: Package) -> int:
