@@ -13,8 +13,10 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from supermin.bootfiles import InitRequest, init_layer, runner_entries, systemd_unit_layer
+from supermin.cache import cache_dir
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import UsageError
+from supermin.extraction_cache import ExtractionCache
 from supermin.firstboot import firstboot_entries
 from supermin.hostfiles.globs import hostfile_entries
 from supermin.hostfiles.hostfs import HostFiles
@@ -89,7 +91,10 @@ def collect_entries(
     reader = universe.reader(spool, host)
     ordered = resolution.install_order()
     with report.step(f"reading {len(ordered)} packages"):
-        opened = open_packages(ordered, reader, report=report)
+        cache = ExtractionCache.at(cache_dir())
+        opened = open_packages(ordered, reader, report=report, cache=cache)
+        if cache is not None:
+            report.info(cache.summary())
     lua = sum(s.interpreter == "<lua>" for _, contents in opened for s in contents.scripts)
     if lua:
         report.warn(
@@ -255,9 +260,13 @@ def write_output(
 def place_kernel(kernel: Kernel, destination: Path, copy: bool, stage: Stage) -> None:
     """A symlink to the host's kernel, as supermin 5 makes; a copy with --copy-kernel.
 
-    A kernel taken from a package only exists in this build's spool: always copied.
+    A kernel taken from a package only exists in this build's spool, or in the
+    extraction cache, which may be pruned: always copied.
     """
-    if copy or kernel.image.resolve().is_relative_to(stage.work.resolve()):
+    image = kernel.image.resolve()
+    cache = cache_dir()
+    cached = cache is not None and image.is_relative_to(cache.resolve())
+    if copy or cached or image.is_relative_to(stage.work.resolve()):
         shutil.copyfile(kernel.image, destination)
     else:
         destination.symlink_to(kernel.image.absolute())

@@ -126,6 +126,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--list-drivers", action="store_true", help="list package formats and if detected here"
     )
+    caching = parser.add_mutually_exclusive_group()
+    caching.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="where parsed indexes and opened packages are cached"
+        " (default: $SUPERMIN_CACHE_DIR, else $XDG_CACHE_HOME/supermin)",
+    )
+    caching.add_argument("--no-cache", action="store_true", help="neither read nor write any cache")
+    parser.add_argument(
+        "--prune-cache",
+        nargs="?",
+        type=int,
+        const=30,
+        metavar="DAYS",
+        help="remove cached data unused for DAYS days (default 30), then exit",
+    )
     parser.add_argument(
         "--copy-kernel",
         action="store_true",
@@ -175,6 +191,7 @@ _TAKES_VALUE = {
     "--kernel",
     "--init",
     "--lock",
+    "--cache-dir",
     "--packager-config",
     "--dtb",
 }
@@ -252,6 +269,8 @@ def run(argv: Sequence[str], report: Reporter) -> int:
         return 0
     report.info(f"version: {__version__}")  # supermin 5's first -v line; libguestfs logs it
     report.debug(f"command line: {' '.join(argv)}")
+    if options.prune_cache is not None:
+        return _prune_cache(options.cache_dir, options.prune_cache, report)
     with _locked(options.lock):
         return _run_mode(options, argv, report)
 
@@ -268,17 +287,46 @@ def _locked(path: Path | None) -> Iterator[None]:
 
 
 def _shaping(argv: Sequence[str]) -> list[str]:
-    """The command line less what cannot change the output (verbosity, locking, --if-newer)."""
+    """The command line less what cannot change the output (verbosity, locking, caching...)."""
     kept: list[str] = []
     skip_value = False
     for word in argv:
         if skip_value:
             skip_value = False
-        elif word == "--lock":
+        elif word in ("--lock", "--cache-dir"):
             skip_value = True
-        elif not (word in ("--if-newer", "--verbose") or re.fullmatch(r"-v+", word)):
+        elif word.startswith(("--lock=", "--cache-dir=")):
+            pass
+        elif not (word in ("--if-newer", "--verbose", "--no-cache") or re.fullmatch(r"-v+", word)):
             kept.append(word)
     return kept
+
+
+def _use_cache_options(options: argparse.Namespace) -> None:
+    """--cache-dir and --no-cache, through the variable every cache reads (cache.cache_dir).
+
+    The environment rather than a parameter: the parsed-index caches sit deep
+    in the backends, and a child supermin would want the same choice. Set
+    after the --if-newer fingerprint is taken, as caching does not shape the output.
+    """
+    if options.no_cache:
+        os.environ["SUPERMIN_CACHE_DIR"] = ""
+    elif options.cache_dir is not None:
+        os.environ["SUPERMIN_CACHE_DIR"] = str(options.cache_dir.absolute())
+
+
+def _prune_cache(directory: Path | None, days: int, report: Reporter) -> int:
+    from supermin.cache import cache_dir
+    from supermin.extraction_cache import prune
+
+    if days < 0:
+        raise UsageError(f"--prune-cache={days}: give a number of days, 0 or more")
+    directory = directory or cache_dir()
+    if directory is None:
+        raise UsageError("caching is off ($SUPERMIN_CACHE_DIR is empty)", "say --cache-dir DIR")
+    pruned = prune(directory, days)
+    report.info(f"pruned {directory}: {pruned.removed} entries, {pruned.freed / 1e6:.1f} MB freed")
+    return 0
 
 
 def _run_mode(options: argparse.Namespace, argv: Sequence[str], report: Reporter) -> int:
@@ -289,6 +337,7 @@ def _run_mode(options: argparse.Namespace, argv: Sequence[str], report: Reporter
             raise UsageError("--prepare needs at least one package name")
         from supermin.prepare import prepare
 
+        _use_cache_options(options)
         prepare(options.args, output, _sources(options), report)
     elif options.mode == "build":
         if options.format is None:
@@ -304,6 +353,7 @@ def _run_mode(options: argparse.Namespace, argv: Sequence[str], report: Reporter
             return 0
         from supermin.build import build
 
+        _use_cache_options(options)
         build(inputs, output, _output_options(options), _sources(options), report)
         if options.if_newer:  # only then is a stamp beside the output wanted
             record(output, stamp)

@@ -49,6 +49,10 @@ def _walk(top: Path, wanted: Iterable[str] = ()) -> list[Path]:
     return found
 
 
+# Variables that change where supermin keeps things or what it says, never the output.
+_NOT_SHAPING = frozenset({"SUPERMIN_CACHE_DIR", "SUPERMIN_DEBUG"})
+
+
 def fingerprint(
     inputs: Sequence[Path],
     repos: Sequence[Path],
@@ -72,6 +76,8 @@ def fingerprint(
         for path in _walk(top, ("vmlinuz",)) if top.is_dir() else []:
             _identity(digest, path)
     for name in sorted(environ):
+        if name in _NOT_SHAPING:
+            continue
         if name.startswith("SUPERMIN_") or name == "SOURCE_DATE_EPOCH":
             digest.update(f"{name}={environ[name]}\n".encode())
     digest.update("\0".join(options).encode())

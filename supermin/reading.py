@@ -13,9 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from supermin.packages import Package, PackageContents, PackageReader
 from supermin.report import Progress, Reporter
+
+if TYPE_CHECKING:
+    from supermin.extraction_cache import ExtractionCache
 
 
 def default_jobs() -> int:
@@ -27,6 +31,7 @@ def open_packages(
     reader: PackageReader,
     jobs: int | None = None,
     report: Reporter | None = None,
+    cache: ExtractionCache | None = None,
 ) -> list[tuple[Package, PackageContents]]:
     """Each package with its contents, in the order given (a progress bar on a terminal)."""
     jobs = jobs or default_jobs()
@@ -34,7 +39,10 @@ def open_packages(
     progress = Progress(report or Reporter(), "reading", len(packages), sum(sizes.values()))
 
     def open_one(package: Package) -> PackageContents:
-        contents = reader.open(package)
+        if cache is None or package.installed:  # host files change in place: never cached
+            contents = reader.open(package)
+        else:
+            contents = cache.open(package, reader)
         progress.advance(sizes[id(package)])
         return contents
 

@@ -42,7 +42,9 @@ class _Identity:
 class _Zstd:
     def __init__(self) -> None:
         # zstd(1)'s default level: fast, and its window suits the kernel's decoder.
-        self._stream = zstandard.ZstdCompressor(level=3).compressobj()
+        # On every core (threads=-1): zstd's multithreaded output does not depend
+        # on the number of workers, so builds stay byte-identical across machines.
+        self._stream = zstandard.ZstdCompressor(level=3, threads=-1).compressobj()
 
     def compress(self, data: bytes, /) -> bytes:
         return self._stream.compress(data)
