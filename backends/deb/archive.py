@@ -45,8 +45,11 @@ class _BlockStream(io.RawIOBase):
             if not block:
                 return 0
             self._pending = memoryview(block)
-        count = min(len(buffer), len(self._pending))
-        buffer[:count] = self._pending[:count]
+        # libarchive hands over a ctypes array, whose slice assignment copies byte
+        # by byte: a memoryview over it copies in one go.
+        target = memoryview(buffer).cast("B")
+        count = min(len(target), len(self._pending))
+        target[:count] = self._pending[:count]
         self._pending = self._pending[count:]
         return count
 
@@ -78,7 +81,9 @@ def read_deb(deb: Path, spool: Spool, origin: str) -> PackageContents:
                 elif name.startswith("data.tar"):
                     stream = _BlockStream(iter(member.get_blocks(CONTENT_BLOCK)))
                     try:
-                        with libarchive.stream_reader(stream, format_name="tar") as data:
+                        with libarchive.stream_reader(
+                            stream, format_name="tar", block_size=CONTENT_BLOCK
+                        ) as data:
                             entries = tar_entries(data, spool, origin, str(deb))
                     except libarchive.exception.ArchiveError as err:
                         raise stream.error or err from None
