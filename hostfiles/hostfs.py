@@ -51,9 +51,14 @@ class HostFiles:
         as supermin 5 does; the root itself is never copied from a package list.
         """
         found = []
+        sysroot = str(self.sysroot)
         for name in names:
             path = image_path(name)
-            if path != PurePosixPath("/") and (entry := self.entry(path, origin)) is not None:
+            relative = str(path).lstrip("/")
+            if not relative:
+                continue
+            entry = self._entry(os.path.join(sysroot, relative), path, origin)
+            if entry is not None:
                 found.append(entry)
         return found
 
@@ -67,15 +72,24 @@ class HostFiles:
         Symlinks inside are kept as symlinks, never followed.
         """
         found: list[FileEntry] = []
+        # Plain strings while walking: pathlib joins per file cost more than the lstat.
+        base = str(image_dir).rstrip("/")
         for top, dirs, files in os.walk(host_dir, onerror=lambda e: self._walk_error(e)):
             dirs.sort()
-            relative = Path(top).relative_to(host_dir)
-            image_top = image_dir / relative.as_posix() if relative.parts else image_dir
-            for name in [".", *sorted(files), *(d for d in dirs if Path(top, d).is_symlink())]:
-                image, host = (
-                    (image_top, Path(top)) if name == "." else (image_top / name, Path(top, name))
+            relative = Path(top).relative_to(host_dir).as_posix()
+            image_top = base if relative == "." else f"{base}/{relative}"
+            top_entry = self._entry(
+                top, image_dir if relative == "." else PurePosixPath(image_top), origin
+            )
+            if top_entry is not None:
+                found.append(top_entry)
+            for name in [
+                *sorted(files),
+                *(d for d in dirs if os.path.islink(os.path.join(top, d))),
+            ]:
+                entry = self._entry(
+                    os.path.join(top, name), PurePosixPath(f"{image_top}/{name}"), origin
                 )
-                entry = self.entry_from(host, image, origin)
                 if entry is not None:
                     found.append(entry)
         return found
@@ -85,8 +99,11 @@ class HostFiles:
 
     def entry_from(self, host: Path, image: PurePosixPath, origin: str) -> FileEntry | None:
         """The entry for the host file `host`, to be placed at `image`; None if it is gone."""
+        return self._entry(str(host), image, origin)
+
+    def _entry(self, host: str, image: PurePosixPath, origin: str) -> FileEntry | None:
         try:
-            st = host.lstat()
+            st = os.lstat(host)
         except FileNotFoundError:
             return None
         except PermissionError:
@@ -107,7 +124,7 @@ class HostFiles:
             if first != image:
                 kind, target = EntryKind.HARDLINK, str(first)
             else:
-                content, size = host, st.st_size
+                content, size = Path(host), st.st_size
         return FileEntry(
             path=image,
             kind=kind,

@@ -38,9 +38,9 @@ def exclude_matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
     return lambda path: regex.match(path) is not None
 
 
-def _join(base: PurePosixPath, target: str) -> list[str]:
+def _join(base: list[str], target: str) -> list[str]:
     """Components of `target` taken from `base`, `..` clamped at the root like a chroot."""
-    parts = [] if target.startswith("/") else list(base.parts[1:])
+    parts = [] if target.startswith("/") else list(base)
     for part in target.split("/"):
         if part in ("", "."):
             continue
@@ -57,47 +57,103 @@ class _Tree:
         self.entries: dict[PurePosixPath, FileEntry] = {}
         self.rank: dict[PurePosixPath, int] = {}
 
-    def put(self, entry: FileEntry, rank: int) -> None:
+    def put(self, entry: FileEntry, rank: int) -> bool:
         if rank >= self.rank.get(entry.path, -1):
             self.entries[entry.path] = entry
             self.rank[entry.path] = rank
+            return True
+        return False
 
-    def canonical(self, path: PurePosixPath) -> PurePosixPath:
-        """`path` with every directory-symlink prefix replaced by what it points at."""
-        pending = list(path.parts[1:])
-        current = ROOT
-        hops = 0
-        while pending:
-            part = pending.pop(0)
-            candidate = current / part
-            entry = self.entries.get(candidate)
-            if pending and entry is not None and entry.kind is EntryKind.SYMLINK:
-                hops += 1
-                if hops > _MAX_SYMLINK_HOPS:
-                    raise ArchiveError(f"too many levels of symbolic links resolving {path}")
-                pending = _join(current, entry.target or "") + pending
-                current = ROOT
-                continue
-            current = candidate
-        return current
+
+def _canonical(
+    links: dict[str, str], parts: list[str], path: object, *, follow_last: bool = False
+) -> str:
+    """The path of `parts` with every directory-symlink prefix replaced by what it points at.
+
+    `links` maps each symlink's image path to its target. With `follow_last` the
+    last component is followed too (the directory a child of it lives in) and
+    the root comes back as "". Works on strings: this runs for every entry under
+    a symlinked directory, and pathlib objects per component cost most of the merge.
+    """
+    pending = parts
+    current: list[str] = []
+    key = ""
+    hops = 0
+    i = 0
+    while i < len(pending):
+        part = pending[i]
+        i += 1
+        candidate = f"{key}/{part}"
+        target = links.get(candidate) if follow_last or i < len(pending) else None
+        if target is not None:
+            hops += 1
+            if hops > _MAX_SYMLINK_HOPS:
+                raise ArchiveError(f"too many levels of symbolic links resolving {path}")
+            pending = _join(current, target) + pending[i:]
+            current, key, i = [], "", 0
+            continue
+        current.append(part)
+        key = candidate
+    return key if follow_last else key or "/"
+
+
+def _under(path: str, dirs: set[str], memo: dict[str, bool]) -> bool:
+    """Whether one of the proper ancestors of the image path `path` is in `dirs`.
+
+    `memo` remembers the answer per directory: siblings share their ancestors.
+    """
+    unknown: list[str] = []  # ancestors not yet in memo, nearest first (no recursion: deep trees)
+    found = False
+    while path != "/":
+        path = path[: path.rfind("/")] or "/"
+        known = memo.get(path)
+        if known is not None:
+            found = known
+            break
+        unknown.append(path)
+    for ancestor in reversed(unknown):
+        found = memo[ancestor] = found or ancestor in dirs
+    return found
 
 
 def _relocate(tree: _Tree) -> None:
-    symlinks = {p for p, e in tree.entries.items() if e.kind is EntryKind.SYMLINK}
-    if not symlinks:
+    links = {str(p): e.target or "" for p, e in tree.entries.items() if e.kind is EntryKind.SYMLINK}
+    if not links:
         return
+    symlinks = set(links)
+    memo: dict[str, bool] = {}
     moved: list[tuple[FileEntry, int]] = []
     for path in list(tree.entries):
-        if any(parent in symlinks for parent in path.parents):
+        if _under(str(path), symlinks, memo):
             entry = tree.entries.pop(path)
+            links.pop(str(path), None)
             moved.append((entry, tree.rank.pop(path)))
+    # The last component is never followed, so an entry's new path is its
+    # directory's resolution plus its name; that holds until `links` changes.
+    resolved: dict[str, str] = {}
     for entry, rank in moved:
-        new_path = tree.canonical(entry.path)
-        tree.put(dataclasses.replace(entry, path=new_path), rank)
+        directory, _, name = str(entry.path).rpartition("/")
+        where = resolved.get(directory)
+        if where is None:
+            parts = [part for part in directory.split("/") if part]
+            where = resolved[directory] = _canonical(links, parts, entry.path, follow_last=True)
+        new_path = PurePosixPath(f"{where}/{name}")
+        if tree.put(dataclasses.replace(entry, path=new_path), rank):
+            # Later lookups see the tree as it is now, as a lookup in tree.entries would.
+            was = links.get(str(new_path))
+            now = entry.target or "" if entry.kind is EntryKind.SYMLINK else None
+            if now != was:
+                resolved.clear()
+                if now is None:
+                    del links[str(new_path)]
+                else:
+                    links[str(new_path)] = now
     for path, entry in list(tree.entries.items()):
         if entry.kind is EntryKind.HARDLINK and entry.target:
-            target = str(tree.canonical(PurePosixPath(entry.target)))
-            tree.entries[path] = dataclasses.replace(entry, target=target)
+            target_path = PurePosixPath(entry.target)
+            target = _canonical(links, list(target_path.parts[1:]), target_path)
+            if target != entry.target:
+                tree.entries[path] = dataclasses.replace(entry, target=target)
 
 
 def _link_hardlinks(tree: _Tree, originals: dict[PurePosixPath, FileEntry]) -> None:
@@ -131,7 +187,13 @@ def _link_hardlinks(tree: _Tree, originals: dict[PurePosixPath, FileEntry]) -> N
 
 
 def _add_parents(tree: _Tree) -> None:
+    # Nearly every entry's parent is already a directory: check that on strings
+    # and build parent paths only for the rest.
+    dirs = {str(p) for p, e in tree.entries.items() if e.kind is EntryKind.DIR}
     for path in sorted(tree.entries, key=lambda p: p.parts):
+        text = str(path)
+        if text != "/" and (text[: text.rfind("/")] or "/") in dirs:
+            continue
         for parent in path.parents:
             existing = tree.entries.get(parent)
             if existing is None:
@@ -139,6 +201,7 @@ def _add_parents(tree: _Tree) -> None:
                 tree.entries[parent] = FileEntry(
                     parent, EntryKind.DIR, 0o755, mtime=child.mtime, origin="supermin"
                 )
+                dirs.add(str(parent))
             elif existing.kind is not EntryKind.DIR:
                 raise ArchiveError(
                     f"{path} (from {tree.entries[path].origin}) needs {parent} to be a "

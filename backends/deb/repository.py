@@ -80,6 +80,8 @@ class DebRepository:
         self._catalogues = list(catalogues)
         self._by_name: dict[str, list[Package]] = {}
         self._candidates: dict[Relation, list[Package]] = {}
+        # Conflicts are checked against every chosen package: parse each field text once.
+        self._flat: dict[str, tuple[Relation, ...]] = {}
 
     def _named(self, name: str) -> list[Package]:
         """The packages called `name` for our architecture, highest version first."""
@@ -106,7 +108,13 @@ class DebRepository:
         ]
 
     def provides(self, package: Package) -> tuple[Relation, ...]:
-        return parse_flat(package.fields.get("Provides", ""))
+        return self._parse_flat(package.fields.get("Provides", ""))
+
+    def _parse_flat(self, raw: str) -> tuple[Relation, ...]:
+        found = self._flat.get(raw)
+        if found is None:
+            found = self._flat[raw] = parse_flat(raw)
+        return found
 
     def names(self) -> Iterator[str]:
         return iter({package.name: None for c in self._catalogues for package in c})
@@ -176,4 +184,8 @@ class DebRepository:
         raw = ", ".join(
             package.fields[name] for name in ("Conflicts", "Breaks") if name in package.fields
         )
-        return any(self.satisfies(other, rel) for rel in parse_flat(raw)) if raw else False
+        if not raw:
+            return False
+        # satisfies() needs the relation to name `other` or something it provides.
+        names = {other.name, *(provided.name for provided in self.provides(other))}
+        return any(self.satisfies(other, rel) for rel in self._parse_flat(raw) if rel.name in names)
