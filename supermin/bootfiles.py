@@ -66,10 +66,7 @@ def script_text(name: str) -> str:
 
 
 def _file(path: PurePosixPath, text: str, spool: Spool, mtime: int) -> FileEntry:
-    content, size = spool.store([text.encode()])
-    return FileEntry(
-        path, EntryKind.FILE, 0o755, mtime=mtime, size=size, origin="supermin", content=content
-    )
+    return spool.file_entry(path, text.encode(), 0o755, mtime)
 
 
 def runner_entries(spool: Spool, mtime: int) -> list[FileEntry]:
@@ -94,16 +91,7 @@ def systemd_unit_layer(spool: Spool, mtime: int, layers: Sequence[Layer] = ()) -
     boot, where a missing file would make it stop at systemd-firstboot's
     console prompt.
     """
-    content, size = spool.store([script_text(SYSTEMD_UNIT_NAME).encode()])
-    unit = FileEntry(
-        SYSTEMD_UNIT,
-        EntryKind.FILE,
-        0o644,
-        mtime=mtime,
-        size=size,
-        origin="supermin",
-        content=content,
-    )
+    unit = spool.file_entry(SYSTEMD_UNIT, script_text(SYSTEMD_UNIT_NAME).encode(), 0o644, mtime)
     # Relative, as systemctl enable writes them: right in a chroot and on the host.
     wants = FileEntry(
         SYSTEMD_UNIT_WANTS,
@@ -115,18 +103,7 @@ def systemd_unit_layer(spool: Spool, mtime: int, layers: Sequence[Layer] = ()) -
     )
     entries = [unit, wants]
     if any(str(e.path) in _SYSTEMD for layer in layers for e in layer.entries):
-        content, size = spool.store([b""])
-        entries.append(
-            FileEntry(
-                MACHINE_ID,
-                EntryKind.FILE,
-                0o444,
-                mtime=mtime,
-                size=size,
-                origin="supermin",
-                content=content,
-            )
-        )
+        entries.append(spool.file_entry(MACHINE_ID, b"", 0o444, mtime))
     return Layer(entries)
 
 

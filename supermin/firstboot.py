@@ -16,7 +16,7 @@ import shlex
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
-from supermin.entry import EntryKind, FileEntry
+from supermin.entry import FileEntry
 from supermin.packages import Package, PackageContents, PackageDatabase, Script
 from supermin.spool import Spool
 
@@ -61,33 +61,13 @@ def firstboot_entries(
             )
             continue
         path = FIRSTBOOT_DIR / "scripts" / name
-        content, size = spool.store([script.body])
-        entries.append(
-            FileEntry(
-                path,
-                EntryKind.FILE,
-                0o755,
-                mtime=mtime,
-                size=size,
-                origin="supermin",
-                content=content,
-            )
-        )
+        entries.append(spool.file_entry(path, script.body, 0o755, mtime))
         lines.append(
             f"{number}\t{package.name}\t{package.version}\t{script.phase}\t"
             f"{script.interpreter}\t{arguments}\tscripts/{name}\n"
         )
-    manifest, size = spool.store(["".join(lines).encode()])
     entries.append(
-        FileEntry(
-            FIRSTBOOT_DIR / "manifest",
-            EntryKind.FILE,
-            0o644,
-            mtime=mtime,
-            size=size,
-            origin="supermin",
-            content=manifest,
-        )
+        spool.file_entry(FIRSTBOOT_DIR / "manifest", "".join(lines).encode(), 0o644, mtime)
     )
     return entries
 

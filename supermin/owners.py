@@ -161,16 +161,7 @@ def with_owners(
         f"{len(fixups)} files are owned by names no /etc/passwd or /etc/group of the "
         f"appliance defines yet ({', '.join(names)}): set at first boot"
     )
-    content, size = spool.store([owners_text(fixups).encode()])
-    owners = FileEntry(
-        OWNERS_PATH,
-        EntryKind.FILE,
-        0o644,
-        mtime=mtime,
-        size=size,
-        origin="supermin",
-        content=content,
-    )
+    owners = spool.file_entry(OWNERS_PATH, owners_text(fixups).encode(), 0o644, mtime)
     resolved = [e for e in resolved if e.path != OWNERS_PATH]
     bisect.insort(resolved, owners, key=lambda e: e.path.parts)
     return resolved

@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from pathlib import PurePosixPath
 
 from supermin.backends.registry import packagelist_name
-from supermin.entry import EntryKind, FileEntry
 from supermin.merge import Layer
 from supermin.packages import Package
 from supermin.spool import Spool
@@ -24,14 +23,4 @@ def packagelist_text(packages: Iterable[Package]) -> str:
 
 
 def packagelist_layer(packages: Iterable[Package], spool: Spool, mtime: int) -> Layer:
-    content, size = spool.store([packagelist_text(packages).encode()])
-    entry = FileEntry(
-        PACKAGELIST,
-        EntryKind.FILE,
-        0o644,
-        mtime=mtime,
-        size=size,
-        origin="supermin",
-        content=content,
-    )
-    return Layer([entry])
+    return Layer([spool.file_entry(PACKAGELIST, packagelist_text(packages).encode(), 0o644, mtime)])

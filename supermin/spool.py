@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+from supermin.entry import EntryKind, FileEntry
 
 
 class Spool:
@@ -29,3 +31,12 @@ class Spool:
                 out.write(chunk)
                 size += len(chunk)
         return path, size
+
+    def file_entry(
+        self, path: PurePosixPath, data: bytes, mode: int, mtime: int, origin: str = "supermin"
+    ) -> FileEntry:
+        """A regular file supermin itself adds to the appliance, its bytes spooled."""
+        content, size = self.store([data])
+        return FileEntry(
+            path, EntryKind.FILE, mode, mtime=mtime, size=size, origin=origin, content=content
+        )

@@ -178,18 +178,7 @@ def dpkg_database(
         if data is None:
             entries.append(FileEntry(path, EntryKind.DIR, 0o755, mtime=mtime, origin="supermin"))
             return
-        content, size = spool.store([data])
-        entries.append(
-            FileEntry(
-                path,
-                EntryKind.FILE,
-                mode,
-                mtime=mtime,
-                size=size,
-                origin="supermin",
-                content=content,
-            )
-        )
+        entries.append(spool.file_entry(path, data, mode, mtime))
 
     for directory in ("", "info", "updates", "triggers", "alternatives", "parts"):
         add(ADMINDIR / directory, None)
