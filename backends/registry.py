@@ -13,15 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from supermin.backends.deb.dpkgdb import dpkg_database
-from supermin.backends.deb.reader import DebReader
 from supermin.backends.deb.repository import DebRepository
 from supermin.backends.deb.sources import DPKG_STATUS, load_installed, load_source, native_arch
-from supermin.backends.deb.sources import packagelist_name as deb_packagelist_name
-from supermin.backends.rpm.reader import RpmReader
-from supermin.backends.rpm.repository import RpmRepository
-from supermin.backends.rpm.sources import load_rpm_installed, load_rpm_source
-from supermin.backends.rpm.sources import packagelist_name as rpm_packagelist_name
 from supermin.errors import SourceError
 from supermin.hostfiles.hostfs import HostFiles
 from supermin.packages import (
@@ -33,6 +26,10 @@ from supermin.packages import (
 )
 from supermin.spool import Spool
 
+# The archive readers, the dpkg database writer and the rpm backend are imported
+# where they are used: `prepare` needs none of them for a Debian universe, and
+# their imports (libarchive, rpmfile, zstandard) are a third of its start-up.
+
 
 @dataclass
 class Universe:
@@ -43,22 +40,33 @@ class Universe:
 
     def reader(self, spool: Spool, host: HostFiles) -> PackageReader:
         if self.format == "rpm":
+            from supermin.backends.rpm.reader import RpmReader
+
             return RpmReader(spool, host)
+        from supermin.backends.deb.reader import DebReader
+
         return DebReader(spool, host)
 
     def database(
         self, opened: Sequence[tuple[Package, PackageContents]], spool: Spool, mtime: int
     ) -> PackageDatabase | None:
         """The package manager's database for the appliance, if the backend writes one."""
-        return dpkg_database(opened, spool, mtime) if self.format == "deb" else None
+        if self.format != "deb":
+            return None
+        from supermin.backends.deb.dpkgdb import dpkg_database
 
-
-_PACKAGELIST_NAMES = {"deb": deb_packagelist_name, "rpm": rpm_packagelist_name}
+        return dpkg_database(opened, spool, mtime)
 
 
 def packagelist_name(package: Package) -> str:
     """How `--include-packagelist` names a package: its format's own spelling."""
-    return _PACKAGELIST_NAMES[package.format](package)
+    if package.format == "rpm":
+        from supermin.backends.rpm.sources import packagelist_name as rpm_name
+
+        return rpm_name(package)
+    from supermin.backends.deb.sources import packagelist_name as deb_name
+
+    return deb_name(package)
 
 
 # Whether a format's archives carry owner numbers beside the names (tar headers
@@ -120,6 +128,9 @@ def open_universe(
         description = f"the packages installed in {sysroot}"
     repository: Repository
     if kind == "rpm":
+        from supermin.backends.rpm.repository import RpmRepository
+        from supermin.backends.rpm.sources import load_rpm_installed, load_rpm_source
+
         packages = (
             [p for repo in repos for p in load_rpm_source(repo)]
             if repos

@@ -10,7 +10,6 @@ import platform
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from supermin.backends.deb.archive import read_control
 from supermin.backends.deb.index import (
     IndexBlocks,
     Stanza,
@@ -75,6 +74,8 @@ def _raise(err: OSError) -> None:
 
 
 def _pool_stanzas(debs: list[Path]) -> list[Stanza]:
+    from supermin.backends.deb.archive import read_control  # libarchive: only for pools
+
     stanzas = []
     for deb in debs:
         stanza = parse_control(read_control(deb).get("control", b""))
