@@ -82,6 +82,9 @@ def bulk_allocation() -> Iterator[None]:
     try:
         yield
     finally:
+        # They live as long as the process: frozen, the first collection after
+        # enable() does not walk them all again (0.28 s for a 17,649-package primary).
+        gc.freeze()
         if enabled:
             gc.enable()
 

@@ -154,8 +154,12 @@ def _newest_first(packages: list[Package]) -> list[Package]:
     if len(packages) < 2:
         return packages
 
+    # Each EVR parsed once, not once per comparison; sorted() is stable, so equal
+    # versions keep their source order.
+    evrs = {id(p): parse_evr(p.version) for p in packages}
+
     def newer_first(a: Package, b: Package) -> int:
-        return compare_evr(parse_evr(b.version), parse_evr(a.version))
+        return compare_evr(evrs[id(b)], evrs[id(a)])
 
     return sorted(packages, key=cmp_to_key(newer_first))
 
