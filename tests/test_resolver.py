@@ -223,7 +223,7 @@ def test_lazy_index_reads_every_stanza_like_python_debian(tmp_path: Path) -> Non
 
 
 def test_index_changes_are_seen_at_once(tmp_path: Path) -> None:
-    """No parsed-index cache to go stale: an appended stanza is found on the next read."""
+    """The cached span table is keyed by the file's identity: an appended stanza is found."""
     index = tmp_path / "Packages"
     shutil.copyfile(debian_index(), index)
     first = load_source(index)
@@ -242,7 +242,7 @@ def test_index_changes_are_seen_at_once(tmp_path: Path) -> None:
 
 
 def test_same_size_rewrite_is_seen(tmp_path: Path) -> None:
-    """Same size, new content, same mtime: nothing cached, so nothing stale."""
+    """Same size, new content, same mtime and inode: only spans are cached, text is read anew."""
     index = tmp_path / "Packages"
     index.write_text("Package: tp-one\nVersion: 1.0\nArchitecture: all\n")
     os.utime(index, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
@@ -250,6 +250,28 @@ def test_same_size_rewrite_is_seen(tmp_path: Path) -> None:
     index.write_text("Package: tp-one\nVersion: 2.0\nArchitecture: all\n")
     os.utime(index, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
     assert [p.version for p in _all(load_source(index))] == ["2.0"]
+
+
+def test_span_table_is_cached_and_a_damaged_one_is_rebuilt(tmp_path: Path) -> None:
+    index = tmp_path / "Packages"
+    shutil.copyfile(debian_index(), index)
+    cache = Path(os.environ["SUPERMIN_CACHE_DIR"])
+    before = set(cache.glob("deb-index-spans-*"))
+    first = {
+        p.nva for p in DebRepository(load_source(index), host_arch()).candidates(Relation("bash"))
+    }
+    [table] = set(cache.glob("deb-index-spans-*")) - before
+    stamp = table.stat().st_mtime_ns
+    assert {
+        p.nva for p in DebRepository(load_source(index), host_arch()).candidates(Relation("bash"))
+    } == first
+    assert set(cache.glob("deb-index-spans-*")) - before == {table}
+    data = bytearray(table.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: the checksum catches it
+    table.write_bytes(bytes(data))
+    again = DebRepository(load_source(index), host_arch())
+    assert {p.nva for p in again.candidates(Relation("bash"))} == first
+    assert table.read_bytes() != bytes(data) and table.stat().st_mtime_ns >= stamp
 
 
 # ------------------------------------------------------------------ synthetic packages

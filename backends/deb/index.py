@@ -11,17 +11,21 @@ package — about 0.2 s for the whole file, every time, with no cache to trust.
 
 from __future__ import annotations
 
+import array
 import bz2
 import gzip
 import io
 import lzma
+import mmap
+import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
 
 import zstandard
 from debian.deb822 import Deb822, Packages
+
+from supermin.cache import cached, file_identity
 
 Stanza = dict[str, str]
 
@@ -74,17 +78,59 @@ def parse_index(path: Path) -> list[Stanza]:
         ]
 
 
-@dataclass(frozen=True)
 class IndexBlocks:
     """A Packages index split into stanza texts, unparsed (bytes: decoded when parsed).
 
-    `by_name`: package name -> its stanzas' texts, in file order. `providers`:
-    a name some stanza Provides -> the names of the packages whose stanzas do.
+    Each stanza is a (start, end) span of `data`. `blocks(name)`: the texts of
+    the stanzas of package `name`, in file order. `providers`: a name some
+    stanza Provides -> the names of the packages whose stanzas do.
     """
 
-    by_name: dict[str, list[bytes]]
-    providers: dict[str, list[str]]
-    count: int
+    def __init__(
+        self,
+        data: bytes | mmap.mmap,
+        names: list[str],
+        firsts: array.array[int],
+        spans: array.array[int],
+        providers: dict[str, list[str]],
+    ) -> None:
+        self._data = data
+        self._names = names
+        self._firsts = firsts  # stanzas of names[i]: spans[2*firsts[i] : 2*firsts[i+1]]
+        self._spans = spans
+        self._index = {name: number for number, name in enumerate(names)}
+        self.providers = providers
+        self.count = len(spans) // 2
+
+    def names(self) -> list[str]:
+        return self._names
+
+    def blocks(self, name: str) -> list[bytes]:
+        number = self._index.get(name)
+        if number is None:
+            return []
+        first, last = self._firsts[number], self._firsts[number + 1]
+        spans = self._spans[2 * first : 2 * last]
+        return [self._data[spans[k] : spans[k + 1]] for k in range(0, len(spans), 2)]
+
+    def table(self) -> tuple[str, bytes, bytes, dict[str, list[str]]]:
+        """Everything but the text: what the cache keeps."""
+        return (
+            "\n".join(self._names),
+            self._firsts.tobytes(),
+            self._spans.tobytes(),
+            self.providers,
+        )
+
+    @classmethod
+    def from_table(
+        cls, data: bytes | mmap.mmap, table: tuple[str, bytes, bytes, dict[str, list[str]]]
+    ) -> IndexBlocks:
+        names, firsts, spans, providers = table
+        first_array, span_array = array.array("Q"), array.array("Q")
+        first_array.frombytes(firsts)
+        span_array.frombytes(spans)
+        return cls(data, names.split("\n") if names else [], first_array, span_array, providers)
 
 
 _PACKAGE = b"Package:"
@@ -92,11 +138,15 @@ _PROVIDES = b"\nProvides:"
 
 
 def split_index(data: bytes) -> IndexBlocks:
-    by_name: dict[str, list[bytes]] = {}
+    spans_by_name: dict[str, list[int]] = {}
     providers: dict[str, list[str]] = {}
-    count = 0
-    for block in data.split(b"\n\n"):
-        block = block.strip(b"\n")
+    position = 0
+    for piece in data.split(b"\n\n"):
+        start = position + len(piece) - len(piece.lstrip(b"\n"))
+        position += len(piece) + 2
+        block = piece.strip(b"\n")
+        if not block:
+            continue
         if block.startswith(_PACKAGE):  # dpkg and apt always write Package: first
             end = block.find(b"\n")
             name = block[len(_PACKAGE) : end if end >= 0 else None].strip().decode()
@@ -104,8 +154,7 @@ def split_index(data: bytes) -> IndexBlocks:
             name = parse_stanza(block).get("Package", "")
             if not name:
                 continue
-        count += 1
-        by_name.setdefault(name, []).append(block)
+        spans_by_name.setdefault(name, []).extend((start, start + len(block)))
         at = block.find(_PROVIDES)
         if at >= 0:
             end = block.find(b"\n", at + 1)
@@ -116,7 +165,12 @@ def split_index(data: bytes) -> IndexBlocks:
                 provided = item.split("(", 1)[0].strip().split(":", 1)[0]
                 if provided:
                     providers.setdefault(provided, []).append(name)
-    return IndexBlocks(by_name, providers, count)
+    names = list(spans_by_name)
+    firsts, spans = array.array("Q", [0]), array.array("Q")
+    for name in names:
+        spans.extend(spans_by_name[name])
+        firsts.append(len(spans) // 2)
+    return IndexBlocks(data, names, firsts, spans, providers)
 
 
 _KEPT = frozenset(KEPT_FIELDS)
@@ -139,8 +193,19 @@ def parse_stanza(block: bytes) -> Stanza:
 
 
 def read_index_blocks(path: Path) -> IndexBlocks:
-    with open_index(path) as stream:
-        return split_index(stream.read())
+    """The index's stanzas. An uncompressed index is mapped, not read, and its span
+    table is cached by the file's identity (path, size, mtime, inode): a second
+    run looks up the few hundred stanzas it needs without splitting 50 MB again."""
+    if path.suffix in (".gz", ".xz", ".bz2", ".zst"):
+        with open_index(path) as stream:
+            return split_index(stream.read())
+    with path.open("rb") as raw:
+        size = os.fstat(raw.fileno()).st_size
+        data: bytes | mmap.mmap = (
+            mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        )
+    table = cached("deb-index-spans", file_identity([path]), lambda: split_index(data[:]).table())
+    return IndexBlocks.from_table(data, table)
 
 
 def parse_control(blob: bytes) -> Stanza:

@@ -103,7 +103,7 @@ class IndexCatalogue:
     def named(self, name: str) -> list[Package]:
         found = self._packages.get(name)
         if found is None:
-            found = [self._package(block) for block in self._blocks.by_name.get(name, ())]
+            found = [self._package(block) for block in self._blocks.blocks(name)]
             self._packages[name] = found
         return found
 
@@ -116,7 +116,7 @@ class IndexCatalogue:
         return self._blocks.providers.get(name, ())
 
     def __iter__(self) -> Iterator[Package]:
-        return (package for name in self._blocks.by_name for package in self.named(name))
+        return (package for name in self._blocks.names() for package in self.named(name))
 
     def __len__(self) -> int:
         return self._blocks.count
