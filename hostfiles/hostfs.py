@@ -64,7 +64,7 @@ class HostFiles:
 
     def entry(self, image: PurePosixPath, origin: str) -> FileEntry | None:
         """The entry for `image` as the host has it, or None if it does not exist."""
-        return self.entry_from(self.host_path(image), image, origin)
+        return self._entry(str(self.host_path(image)), image, origin)
 
     def tree(self, host_dir: Path, image_dir: PurePosixPath, origin: str) -> list[FileEntry]:
         """Entries for a whole host directory (e.g. a kernel's modules) placed at `image_dir`.
@@ -96,10 +96,6 @@ class HostFiles:
 
     def _walk_error(self, error: OSError) -> None:
         self.unreadable.append(str(error.filename))
-
-    def entry_from(self, host: Path, image: PurePosixPath, origin: str) -> FileEntry | None:
-        """The entry for the host file `host`, to be placed at `image`; None if it is gone."""
-        return self._entry(str(host), image, origin)
 
     def _entry(self, host: str, image: PurePosixPath, origin: str) -> FileEntry | None:
         try:

@@ -61,6 +61,7 @@ def parse_requirements(depends: str, pre_depends: str) -> list[Requirement]:
     return strict + plain
 
 
+@lru_cache(maxsize=65536)
 def parse_flat(raw: str) -> tuple[Relation, ...]:
     """Fields without alternatives (Provides, Conflicts, Breaks)."""
     return tuple(rel for group in parse_alternatives(raw) for rel in group)

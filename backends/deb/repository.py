@@ -80,8 +80,6 @@ class DebRepository:
         self._catalogues = list(catalogues)
         self._by_name: dict[str, list[Package]] = {}
         self._candidates: dict[Relation, list[Package]] = {}
-        # Conflicts are checked against every chosen package: parse each field text once.
-        self._flat: dict[str, tuple[Relation, ...]] = {}
 
     def _named(self, name: str) -> list[Package]:
         """The packages called `name` for our architecture, highest version first."""
@@ -108,13 +106,7 @@ class DebRepository:
         ]
 
     def provides(self, package: Package) -> tuple[Relation, ...]:
-        return self._parse_flat(package.fields.get("Provides", ""))
-
-    def _parse_flat(self, raw: str) -> tuple[Relation, ...]:
-        found = self._flat.get(raw)
-        if found is None:
-            found = self._flat[raw] = parse_flat(raw)
-        return found
+        return parse_flat(package.fields.get("Provides", ""))
 
     def names(self) -> Iterator[str]:
         return iter({package.name: None for c in self._catalogues for package in c})
@@ -188,4 +180,4 @@ class DebRepository:
             return False
         # satisfies() needs the relation to name `other` or something it provides.
         names = {other.name, *(provided.name for provided in self.provides(other))}
-        return any(self.satisfies(other, rel) for rel in self._parse_flat(raw) if rel.name in names)
+        return any(self.satisfies(other, rel) for rel in parse_flat(raw) if rel.name in names)
