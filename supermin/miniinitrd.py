@@ -24,7 +24,6 @@ from __future__ import annotations
 import gzip
 import lzma
 import os
-import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -32,6 +31,7 @@ from pathlib import Path, PurePosixPath
 import zstandard
 
 from supermin.bootfiles import script_text
+from supermin.elf import elf_section, is_static_executable
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import KernelError, OutputError
 from supermin.kernel import Kernel
@@ -69,75 +69,6 @@ _SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 _BUSYBOX = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")
 _INIT_NAME = "mini-init.sh"
 MODULES_DIR = PurePosixPath("/lib/modules")  # in the mini-initrd: NN-name.ko and `load`
-
-
-# ------------------------------------------------------------------ ELF
-
-
-@dataclass(frozen=True)
-class _Elf:
-    data: bytes
-    little: bool
-    wide: bool  # ELFCLASS64
-
-    def unpack(self, fmt: str, offset: int) -> tuple[int, ...]:
-        return struct.unpack_from(("<" if self.little else ">") + fmt, self.data, offset)
-
-
-def _elf(data: bytes) -> _Elf | None:
-    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] not in (1, 2):
-        return None
-    return _Elf(data, little=data[5] == 1, wide=data[4] == 2)
-
-
-def elf_section(data: bytes, name: str) -> bytes | None:
-    """The bytes of the ELF section `name`, or None (not ELF, no such section)."""
-    elf = _elf(data)
-    if elf is None:
-        return None
-    try:
-        if elf.wide:
-            (shoff,) = elf.unpack("Q", 0x28)
-            shentsize, shnum, shstrndx = elf.unpack("HHH", 0x3A)
-            header = "IIQQQQ"  # name, type, flags, addr, offset, size
-        else:
-            (shoff,) = elf.unpack("I", 0x20)
-            shentsize, shnum, shstrndx = elf.unpack("HHH", 0x2E)
-            header = "IIIIII"
-
-        def section(index: int) -> tuple[int, int, int]:
-            name_at, _, _, _, offset, size = elf.unpack(header, shoff + index * shentsize)
-            return name_at, offset, size
-
-        _, names_at, names_size = section(shstrndx)
-        names = data[names_at : names_at + names_size]
-        wanted = name.encode()
-        for index in range(shnum):
-            name_at, offset, size = section(index)
-            if names[name_at : names.find(b"\0", name_at)] == wanted:
-                return data[offset : offset + size]
-    except struct.error:
-        return None
-    return None
-
-
-def is_static_executable(data: bytes) -> bool:
-    """An ELF executable without a program interpreter (PT_INTERP): needs no libraries."""
-    elf = _elf(data)
-    if elf is None:
-        return False
-    try:
-        if elf.wide:
-            (phoff,) = elf.unpack("Q", 0x20)
-            phentsize, phnum = elf.unpack("HH", 0x36)
-        else:
-            (phoff,) = elf.unpack("I", 0x1C)
-            phentsize, phnum = elf.unpack("HH", 0x2A)
-        if phnum == 0:
-            return False
-        return all(elf.unpack("I", phoff + i * phentsize)[0] != 3 for i in range(phnum))
-    except struct.error:
-        return False
 
 
 def modinfo(data: bytes) -> dict[str, list[str]]:

@@ -13,11 +13,10 @@ found through, so the loader's default path finds it there too.
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from supermin.elf import elf_links
 from supermin.entry import ROOT, EntryKind, FileEntry
 
 _TRIPLETS = (
@@ -41,61 +40,6 @@ SEARCH_DIRS = tuple(
     )
 )
 _MAX_HOPS = 40
-_PT_INTERP = 3
-_DT_NEEDED = 1
-
-
-@dataclass(frozen=True)
-class ElfLinks:
-    interpreter: str | None  # PT_INTERP; None: a static program
-    needed: tuple[str, ...]  # DT_NEEDED sonames
-
-
-def elf_links(data: bytes) -> ElfLinks | None:
-    """The interpreter and needed libraries of an ELF file; None if it is not ELF."""
-    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] not in (1, 2):
-        return None
-    order = "<" if data[5] == 1 else ">"
-    wide = data[4] == 2
-
-    def unpack(fmt: str, offset: int) -> tuple[int, ...]:
-        return struct.unpack_from(order + fmt, data, offset)
-
-    try:
-        phoff, shoff = unpack("QQ", 0x20) if wide else unpack("II", 0x1C)
-        phentsize, phnum = unpack("HH", 0x36 if wide else 0x2A)
-        shentsize, shnum, shstrndx = unpack("HHH", 0x3A if wide else 0x2E)
-        interpreter = None
-        for index in range(phnum):
-            at = phoff + index * phentsize
-            kind, offset, size = (
-                (unpack("I", at)[0], unpack("Q", at + 8)[0], unpack("Q", at + 32)[0])
-                if wide
-                else (unpack("I", at)[0], unpack("I", at + 4)[0], unpack("I", at + 16)[0])
-            )
-            if kind == _PT_INTERP:
-                interpreter = data[offset : offset + size].rstrip(b"\0").decode()
-        sections = {}
-        header = "IIQQQQ" if wide else "IIIIII"  # name, type, flags, addr, offset, size
-        table = [unpack(header, shoff + i * shentsize) for i in range(shnum)]
-        if table:
-            names_at, names_size = table[shstrndx][4], table[shstrndx][5]
-            names = data[names_at : names_at + names_size]
-            for name_at, _, _, _, offset, size in table:
-                name = names[name_at : names.find(b"\0", name_at)].decode(errors="replace")
-                sections[name] = data[offset : offset + size]
-        dynamic, strings = sections.get(".dynamic", b""), sections.get(".dynstr", b"")
-        needed = []
-        step = 16 if wide else 8
-        for at in range(0, len(dynamic) - step + 1, step):
-            tag, value = struct.unpack_from(order + ("qQ" if wide else "iI"), dynamic, at)
-            if tag == 0:
-                break
-            if tag == _DT_NEEDED:
-                needed.append(strings[value : strings.find(b"\0", value)].decode())
-    except (struct.error, IndexError, UnicodeDecodeError):
-        return None
-    return ElfLinks(interpreter, tuple(needed))
 
 
 class FileView:

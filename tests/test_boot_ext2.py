@@ -22,11 +22,10 @@ from support.debdata import build_deb, kernel_files, kernel_modules, real_pool
 from support.product import scratch_dir, supermin_nobody
 from support.qemu import between, boot, tarball
 
+from supermin.elf import elf_section, is_static_executable
 from supermin.miniinitrd import (
     WANTED_MODULES,
     ModuleTree,
-    elf_section,
-    is_static_executable,
     load_order,
     modinfo,
     module_dependencies,

@@ -8,7 +8,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from supermin.sharedlibs import FileView, elf_links, runtime_files
+from supermin.elf import elf_links
+from supermin.sharedlibs import FileView, runtime_files
 
 
 def _ldd(program: str) -> set[str]:
