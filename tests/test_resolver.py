@@ -17,7 +17,7 @@ import pytest
 from debian.deb822 import Packages
 from support.debdata import apt_closure, build_deb, debian_index, host_arch, synthetic_debs
 
-from supermin.backends.deb.index import KEPT_FIELDS
+from supermin.backends.deb.index import KEPT_FIELDS, IndexBlocks, split_index
 from supermin.backends.deb.repository import Catalogue, DebRepository
 from supermin.backends.deb.sources import load_source
 from supermin.errors import ResolveError
@@ -220,6 +220,33 @@ def test_lazy_index_reads_every_stanza_like_python_debian(tmp_path: Path) -> Non
         }
     assert len(ours) == len(theirs) > 60_000
     assert ours == theirs
+
+
+def test_cached_table_finds_what_a_plain_scan_finds() -> None:
+    """Names and Provides looked up in the cached (sorted, bisected) table, against a
+    straightforward dictionary built from every stanza's Package and Provides lines."""
+    data = debian_index().read_bytes()
+    blocks: dict[str, list[bytes]] = {}
+    providers: dict[str, list[str]] = {}
+    for stanza in data.split(b"\n\n"):
+        stanza = stanza.strip(b"\n")
+        if not stanza:
+            continue
+        lines = stanza.decode().split("\n")
+        name = next(line[8:].strip() for line in lines if line.startswith("Package:"))
+        blocks.setdefault(name, []).append(stanza)
+        for line in lines:
+            if line.startswith("Provides:"):
+                for item in line[9:].split(","):
+                    provided = item.split("(")[0].strip().split(":")[0]
+                    providers.setdefault(provided, []).append(name)
+    loaded = IndexBlocks.from_table(data, split_index(data).table())
+    assert sorted(loaded.names()) == sorted(blocks)
+    for name, texts in blocks.items():
+        assert [bytes(b) for b in loaded.blocks(name)] == texts
+    for provided, names in providers.items():
+        assert loaded.providers_of(provided) == names
+    assert loaded.blocks("supermin-no-such") == loaded.providers_of("supermin-no-such") == []
 
 
 def test_index_changes_are_seen_at_once(tmp_path: Path) -> None:

@@ -12,17 +12,14 @@ package — about 0.2 s for the whole file, every time, with no cache to trust.
 from __future__ import annotations
 
 import array
-import bz2
-import gzip
+import bisect
 import io
-import lzma
 import mmap
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, cast
 
-import zstandard
 from debian.deb822 import Deb822, Packages
 
 from supermin.cache import cached, file_identity
@@ -51,15 +48,25 @@ INDEX_NAMES = ("Packages", "Packages.xz", "Packages.gz", "Packages.zst", "Packag
 
 def open_index(path: Path) -> IO[bytes]:
     """Open a possibly compressed index as a byte stream (decompressed on the fly)."""
+    # Decompressors are imported when used: most indexes (apt's lists, every
+    # cached prepare) are plain, and a prepare is mostly interpreter start-up.
     raw = path.open("rb")
     match path.suffix:
         case ".gz":
+            import gzip
+
             return cast(IO[bytes], gzip.GzipFile(fileobj=raw))
         case ".xz":
+            import lzma
+
             return cast(IO[bytes], lzma.LZMAFile(raw))
         case ".bz2":
+            import bz2
+
             return cast(IO[bytes], bz2.BZ2File(raw))
         case ".zst":
+            import zstandard
+
             reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
             return cast(IO[bytes], io.BufferedReader(reader))
     return raw
@@ -78,12 +85,34 @@ def parse_index(path: Path) -> list[Stanza]:
         ]
 
 
+Table = tuple[str, bytes, bytes, bytes, str, bytes, bytes]
+
+
+class _Sorted:
+    """Keys in sorted order, each with a number: looked up by bisection.
+
+    A dict over Debian main's 63,440 names takes 30 ms to build; a prepare
+    looks up a few hundred, so the cached table is loaded as a few strings
+    and arrays and searched as it is.
+    """
+
+    def __init__(self, keys: list[str], numbers: array.array[int] | None = None) -> None:
+        self.keys = keys
+        self.numbers = numbers  # None: a key's number is its place
+
+    def find(self, key: str) -> int | None:
+        at = bisect.bisect_left(self.keys, key)
+        if at == len(self.keys) or self.keys[at] != key:
+            return None
+        return at if self.numbers is None else self.numbers[at]
+
+
 class IndexBlocks:
     """A Packages index split into stanza texts, unparsed (bytes: decoded when parsed).
 
     Each stanza is a (start, end) span of `data`. `blocks(name)`: the texts of
-    the stanzas of package `name`, in file order. `providers`: a name some
-    stanza Provides -> the names of the packages whose stanzas do.
+    the stanzas of package `name`, in file order. `providers_of(name)`: the
+    names of the packages whose stanzas Provide `name`, in file order.
     """
 
     def __init__(
@@ -92,45 +121,77 @@ class IndexBlocks:
         names: list[str],
         firsts: array.array[int],
         spans: array.array[int],
-        providers: dict[str, list[str]],
+        by_name: _Sorted,
+        provided: _Sorted,
+        provider_firsts: array.array[int],
+        providers: array.array[int],
     ) -> None:
         self._data = data
         self._names = names
         self._firsts = firsts  # stanzas of names[i]: spans[2*firsts[i] : 2*firsts[i+1]]
         self._spans = spans
-        self._index = {name: number for number, name in enumerate(names)}
-        self.providers = providers
+        self._by_name = by_name  # name -> i
+        self._provided = provided  # provided name -> j
+        self._provider_firsts = provider_firsts  # providers of j: names[providers[k]] for
+        self._providers = providers  # k in provider_firsts[j] .. provider_firsts[j+1]
         self.count = len(spans) // 2
 
     def names(self) -> list[str]:
         return self._names
 
     def blocks(self, name: str) -> list[bytes]:
-        number = self._index.get(name)
+        number = self._by_name.find(name)
         if number is None:
             return []
         first, last = self._firsts[number], self._firsts[number + 1]
         spans = self._spans[2 * first : 2 * last]
         return [self._data[spans[k] : spans[k + 1]] for k in range(0, len(spans), 2)]
 
-    def table(self) -> tuple[str, bytes, bytes, dict[str, list[str]]]:
-        """Everything but the text: what the cache keeps."""
+    def providers_of(self, name: str) -> list[str]:
+        number = self._provided.find(name)
+        if number is None:
+            return []
+        first, last = self._provider_firsts[number], self._provider_firsts[number + 1]
+        return [self._names[k] for k in self._providers[first:last]]
+
+    def table(self) -> Table:
+        """Everything but the text, as strings and arrays: what the cache keeps."""
         return (
             "\n".join(self._names),
             self._firsts.tobytes(),
             self._spans.tobytes(),
-            self.providers,
+            (self._by_name.numbers or array.array("Q")).tobytes(),
+            "\n".join(self._provided.keys),
+            self._provider_firsts.tobytes(),
+            self._providers.tobytes(),
         )
 
     @classmethod
-    def from_table(
-        cls, data: bytes | mmap.mmap, table: tuple[str, bytes, bytes, dict[str, list[str]]]
-    ) -> IndexBlocks:
-        names, firsts, spans, providers = table
-        first_array, span_array = array.array("Q"), array.array("Q")
-        first_array.frombytes(firsts)
-        span_array.frombytes(spans)
-        return cls(data, names.split("\n") if names else [], first_array, span_array, providers)
+    def from_table(cls, data: bytes | mmap.mmap, table: Table) -> IndexBlocks:
+        names, firsts, spans, order, provided, provider_firsts, providers = table
+        name_list = names.split("\n") if names else []
+        order_array = _array(order)
+        return cls(
+            data,
+            name_list,
+            _array(firsts),
+            _array(spans),
+            _Sorted([name_list[k] for k in order_array], order_array),
+            _Sorted(provided.split("\n") if provided else []),
+            _array(provider_firsts),
+            _array(providers),
+        )
+
+
+def _array(raw: bytes) -> array.array[int]:
+    values = array.array("Q")
+    values.frombytes(raw)
+    return values
+
+
+def _sorted(keys: list[str]) -> _Sorted:
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return _Sorted([keys[k] for k in order], array.array("Q", order))
 
 
 _PACKAGE = b"Package:"
@@ -170,7 +231,15 @@ def split_index(data: bytes) -> IndexBlocks:
     for name in names:
         spans.extend(spans_by_name[name])
         firsts.append(len(spans) // 2)
-    return IndexBlocks(data, names, firsts, spans, providers)
+    number = {name: k for k, name in enumerate(names)}
+    keys = sorted(providers)
+    provider_firsts, members = array.array("Q", [0]), array.array("Q")
+    for key in keys:
+        members.extend(number[name] for name in providers[key])
+        provider_firsts.append(len(members))
+    return IndexBlocks(
+        data, names, firsts, spans, _sorted(names), _Sorted(keys), provider_firsts, members
+    )
 
 
 _KEPT = frozenset(KEPT_FIELDS)
@@ -204,7 +273,7 @@ def read_index_blocks(path: Path) -> IndexBlocks:
         data: bytes | mmap.mmap = (
             mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         )
-    table = cached("deb-index-spans", file_identity([path]), lambda: split_index(data[:]).table())
+    table = cached("deb-index-table", file_identity([path]), lambda: split_index(data[:]).table())
     return IndexBlocks.from_table(data, table)
 
 

@@ -113,7 +113,7 @@ class IndexCatalogue:
         return _package(stanza, self._source, self._base / filename if filename else None, False)
 
     def providers(self, name: str) -> Iterable[str]:
-        return self._blocks.providers.get(name, ())
+        return self._blocks.providers_of(name)
 
     def __iter__(self) -> Iterator[Package]:
         return (package for name in self._blocks.names() for package in self.named(name))
