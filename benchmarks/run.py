@@ -21,6 +21,7 @@ import argparse
 import datetime
 import functools
 import importlib.util
+import itertools
 import os
 import platform
 import shutil
@@ -105,22 +106,42 @@ def timed(action: Callable[[], object]) -> float:
 def alternate(
     runs: int, peer: Callable[[], float], ours: Callable[[], float], result: Result
 ) -> None:
-    """Peer first, then ours, RUNS times: drift in the machine hits both sides alike."""
+    """Peer first, then ours, RUNS times: drift in the machine hits both sides alike.
+
+    Each run starts with nothing dirty in the page cache (sync, untimed): else
+    a run pays for writing back what the one before it wrote.
+    """
     for _ in range(runs):
+        os.sync()
         result.theirs.append(peer())
+        os.sync()
         result.ours.append(ours())
 
 
+_SET_ASIDE = itertools.count()
+
+
 def fresh(path: Path) -> Path:
-    """PATH gone (a directory or file left by the previous run), its parent present."""
+    """PATH gone (a directory or file left by the previous run), its parent present.
+
+    A directory is renamed aside, and everything is deleted only when the
+    benchmark ends: on a journal-less ext4 (this machine's) a file created
+    within 30 s of a mass delete costs up to ten times more, because the inode
+    allocator steps over recently deleted inodes one by one. Deleting the
+    previous run's tree here would charge the next run for that clean-up.
+    """
     if path.is_dir() and not path.is_symlink():
-        if os.geteuid() != 0:  # an appliance tree may hold directories without u+w
-            subprocess.run(["chmod", "-R", "u+rwX", str(path)], check=False)
-        shutil.rmtree(path)
+        path.rename(path.with_name(f".aside-{next(_SET_ASIDE)}-{path.name}"))
     else:
         path.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def remove_tree(path: Path) -> None:
+    if os.geteuid() != 0:  # an appliance tree may hold directories without u+w
+        subprocess.run(["chmod", "-R", "u+rwX", str(path)], check=False)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def empty_dir(path: Path) -> Path:
@@ -531,9 +552,11 @@ def rows(bench: Bench) -> list[tuple[Result, Callable[[Result], None]]]:
     ]
 
 
-def measure(bench: Bench) -> list[Result]:
+def measure(bench: Bench, only: Sequence[str] = ()) -> list[Result]:
     results = []
     for result, fill in rows(bench):
+        if only and result.id not in only:
+            continue
         start = time.perf_counter()
         try:
             fill(result)
@@ -573,18 +596,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one run, small inputs: a smoke test")
     parser.add_argument("--runs", type=int, help="repetitions of each side (default 3, --quick 1)")
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="results directory")
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="ID", help="just this row (repeatable)"
+    )
     options = parser.parse_args(argv)
     runs = options.runs or (1 if options.quick else 3)
     out: Path = options.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    work = empty_dir(out / "work")
+    work = out / "work"
+    if work.exists():
+        remove_tree(work)
+    work.mkdir()
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     try:
-        results = measure(Bench(runs, options.quick, work))
+        results = measure(Bench(runs, options.quick, work), options.only)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
     command = "benchmarks/run.py" + (" --quick" if options.quick else "") + f" --runs {runs}"
+    command += "".join(f" --only {row}" for row in options.only)
     meta = {
         "command": command,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
