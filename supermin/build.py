@@ -266,7 +266,11 @@ def place_kernel(kernel: Kernel, destination: Path, copy: bool, stage: Stage) ->
     image = kernel.image.resolve()
     cache = cache_dir()
     cached = cache is not None and image.is_relative_to(cache.resolve())
-    if copy or cached or image.is_relative_to(stage.work.resolve()):
+    if kernel.image_span is not None:
+        with destination.open("xb") as out:
+            for chunk in kernel.content.chunks():
+                out.write(chunk)
+    elif copy or cached or image.is_relative_to(stage.work.resolve()):
         shutil.copyfile(kernel.image, destination)
     else:
         destination.symlink_to(kernel.image.absolute())

@@ -44,8 +44,10 @@ class FileEntry:
     `path` is absolute inside the image. `mode` holds only permission bits
     (including setuid/setgid/sticky); the type is `kind`. `target` is the link
     text of a symlink, or the absolute image path a hardlink points at.
-    `content` is where the bytes of a regular file live on the build machine
-    (a spooled archive member or a host file); writers copy from it.
+    `content` is where the bytes of a regular file live on the build machine:
+    a host file (or a spooled one) whole when `content_offset` is None, else
+    the `size` bytes from that offset of a spool pack, the file one archive's
+    members were streamed into (see supermin.content for reading either).
     `xattrs` are the extended attributes (full name, raw value), sorted by
     name; a hardlink carries those of its file, as they share one inode.
     """
@@ -63,6 +65,7 @@ class FileEntry:
     rdev: tuple[int, int] = (0, 0)
     origin: str = ""
     content: Path | None = None
+    content_offset: int | None = None
     xattrs: tuple[tuple[str, bytes], ...] = ()
 
     @property

@@ -43,7 +43,7 @@ from supermin.packages import Package, PackageContents, PackageReader
 
 # Bump when what an entry holds changes shape, or when a reader's output for
 # the same archive changes (the version below covers releases, not checkouts).
-FORMAT = 1
+FORMAT = 2
 _MANIFEST = "manifest"
 _PICKLE = "contents.pickle"
 _DATA = "data"

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from supermin.content import Content
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import KernelError
 
@@ -47,6 +48,13 @@ class Kernel:
     origin: str  # where it was found, for messages
     modules: Path | None = None  # its modules on the build machine
     modules_in_image: PurePosixPath | None = None  # or inside the appliance
+    image_span: tuple[int, int] | None = None  # (offset, size) when `image` is a spool pack
+
+    @property
+    def content(self) -> Content:
+        if self.image_span is None:
+            return Content(self.image)
+        return Content(self.image, *self.image_span)
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,7 @@ def _from_entries(entries: Iterable[FileEntry]) -> Kernel | None:
             version,
             f"{entry.path} of package {entry.origin}",
             modules_in_image=next((m for m in modules if m in by_path), None),
+            image_span=None if data.content_offset is None else (data.content_offset, data.size),
         )
         # Newest first; of one release, the compressed image (vmlinuz) over vmlinux.
         found.append(((version_key(version), entry.path.name.startswith("vmlinuz")), kernel))

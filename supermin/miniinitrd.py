@@ -24,13 +24,14 @@ from __future__ import annotations
 import gzip
 import lzma
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import zstandard
 
 from supermin.bootfiles import script_text
+from supermin.content import Content
 from supermin.elf import elf_section, is_static_executable
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import KernelError, OutputError
@@ -126,39 +127,41 @@ def decompress_module(name: str, raw: bytes) -> bytes:
 class ModuleTree:
     """A kernel's modules: name -> the file on the build machine, plus the built-in names."""
 
-    files: Mapping[str, tuple[str, Path]]  # name -> (file name, readable path)
+    files: Mapping[str, tuple[str, Content]]  # name -> (file name, its bytes)
     builtin: frozenset[str]
     where: str
 
     @staticmethod
     def from_directory(top: Path) -> ModuleTree:
-        files: dict[str, tuple[str, Path]] = {}
+        files: dict[str, tuple[str, Content]] = {}
         for dirpath, dirnames, filenames in os.walk(top):
             dirnames.sort()
             for name in sorted(filenames):
                 if name.endswith(_SUFFIXES):
-                    files.setdefault(module_name(name), (name, Path(dirpath) / name))
-        return ModuleTree(files, _builtin(_read(top / "modules.builtin")), str(top))
+                    files.setdefault(module_name(name), (name, Content(Path(dirpath) / name)))
+        builtin = _read(Content(top / "modules.builtin"))
+        return ModuleTree(files, _builtin(builtin), str(top))
 
     @staticmethod
     def from_entries(top: PurePosixPath, entries: Iterable[FileEntry]) -> ModuleTree:
-        files: dict[str, tuple[str, Path]] = {}
+        files: dict[str, tuple[str, Content]] = {}
         builtin = b""
         for entry in entries:
-            if entry.kind is not EntryKind.FILE or entry.content is None:
+            content = Content.of(entry)
+            if entry.kind is not EntryKind.FILE or content is None:
                 continue
             if not entry.path.is_relative_to(top):
                 continue
             if entry.path == top / "modules.builtin":
-                builtin = _read(entry.content)
+                builtin = _read(content)
             elif entry.path.name.endswith(_SUFFIXES):
-                files.setdefault(module_name(entry.path.name), (entry.path.name, entry.content))
+                files.setdefault(module_name(entry.path.name), (entry.path.name, content))
         return ModuleTree(files, _builtin(builtin), f"{top} in the appliance")
 
 
-def _read(path: Path) -> bytes:
+def _read(content: Content) -> bytes:
     try:
-        return path.read_bytes()
+        return content.read()
     except OSError:
         return b""
 
@@ -210,11 +213,11 @@ def load_order(
             state[name] = True
             return
         state[name] = False
-        file_name, path = found
+        file_name, content = found
         try:
-            data = decompress_module(file_name, path.read_bytes())
+            data = decompress_module(file_name, content.read())
         except (OSError, lzma.LZMAError, zstandard.ZstdError, EOFError, gzip.BadGzipFile) as err:
-            raise OutputError(f"cannot read kernel module {path}: {err}") from None
+            raise OutputError(f"cannot read kernel module {content}: {err}") from None
         info = modinfo(data)
         for dependency in module_dependencies(info):
             visit(dependency, name)
@@ -234,9 +237,9 @@ def load_order(
 
 @dataclass(frozen=True)
 class Busybox:
-    path: Path  # the program's bytes on the build machine
+    program: Content  # the program's bytes on the build machine
     origin: str  # for messages
-    libraries: tuple[tuple[PurePosixPath, Path], ...] = ()  # (path in the initrd, file)
+    libraries: tuple[tuple[PurePosixPath, Content], ...] = ()  # (path in the initrd, bytes)
 
 
 def find_busybox(entries: Sequence[FileEntry], host_root: Path) -> Busybox:
@@ -289,11 +292,6 @@ def _file(path: PurePosixPath, chunks: Iterable[bytes], spool: Spool, mtime: int
     )
 
 
-def _chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as stream:
-        yield from iter(lambda: stream.read(1 << 20), b"")
-
-
 def mini_initrd_entries(
     busybox: Busybox, modules: Sequence[Module], spool: Spool, mtime: int
 ) -> list[FileEntry]:
@@ -302,7 +300,7 @@ def mini_initrd_entries(
         directories.update(str(parent) for parent in placed.parents)
     entries = [_dir(d, mtime) for d in sorted(directories)]
     entries += [
-        _file(placed, _chunks(source), spool, mtime) for placed, source in busybox.libraries
+        _file(placed, source.chunks(), spool, mtime) for placed, source in busybox.libraries
     ]
     entries.append(_dir(str(MODULES_DIR), mtime))
     entries += [
@@ -311,7 +309,7 @@ def mini_initrd_entries(
         )
         for name, mode, rdev in (("/dev/console", 0o600, (5, 1)), ("/dev/null", 0o666, (1, 3)))
     ]
-    entries.append(_file(PurePosixPath("/bin/busybox"), _chunks(busybox.path), spool, mtime))
+    entries.append(_file(PurePosixPath("/bin/busybox"), busybox.program.chunks(), spool, mtime))
     entries.append(
         FileEntry(PurePosixPath("/bin/sh"), EntryKind.SYMLINK, 0o777, target="busybox", mtime=mtime)
     )

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from supermin.backends.registry import archive_has_owner_numbers
+from supermin.content import read_content
 from supermin.entry import EntryKind, FileEntry
 from supermin.firstboot import FIRSTBOOT_DIR
 from supermin.packages import Package, PackageContents
@@ -74,7 +75,7 @@ def read_accounts(entries: Sequence[FileEntry]) -> Accounts:
     tables: dict[PurePosixPath, dict[str, int]] = {PASSWD: {}, GROUP: {}}
     for entry in entries:
         if entry.path in tables and entry.kind is EntryKind.FILE and entry.content is not None:
-            text = entry.content.read_bytes().decode("utf-8", "replace")
+            text = read_content(entry).decode("utf-8", "replace")
             tables[entry.path] = parse_id_table(text)
     return Accounts(users=tables[PASSWD], groups=tables[GROUP])
 

@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
+from supermin.content import Content
 from supermin.elf import elf_links
 from supermin.entry import ROOT, EntryKind, FileEntry
 
@@ -51,12 +52,12 @@ class FileView:
         self._entries: Mapping[PurePosixPath, FileEntry] = {e.path: e for e in entries or ()}
         self._host_root = host_root
 
-    def _node(self, path: PurePosixPath) -> tuple[EntryKind, str | None, Path | None] | None:
+    def _node(self, path: PurePosixPath) -> tuple[EntryKind, str | None, Content | None] | None:
         if self._host_root is None:
             entry = self._entries.get(path)
             if entry is None:
                 return None
-            return entry.kind, entry.target, entry.content
+            return entry.kind, entry.target, Content.of(entry)
         host = self._host_root / str(path).lstrip("/")
         try:
             if host.is_symlink():
@@ -64,12 +65,12 @@ class FileView:
             if host.is_dir():
                 return EntryKind.DIR, None, None
             if host.is_file() and os.access(host, os.R_OK):
-                return EntryKind.FILE, None, host
+                return EntryKind.FILE, None, Content(host)
         except OSError:
             return None
         return None
 
-    def resolve(self, path: PurePosixPath) -> tuple[PurePosixPath, Path] | None:
+    def resolve(self, path: PurePosixPath) -> tuple[PurePosixPath, Content] | None:
         """The real path of a regular file and where to read it, every symlink followed."""
         pending = list(path.parts[1:])
         current = ROOT
@@ -100,7 +101,7 @@ class FileView:
         return None
 
 
-def runtime_files(program: bytes, view: FileView) -> list[tuple[PurePosixPath, Path]] | None:
+def runtime_files(program: bytes, view: FileView) -> list[tuple[PurePosixPath, Content]] | None:
     """(path in the initrd, file to copy) for the interpreter and every library needed.
 
     [] for a static program; None when something needed is missing from `view`.
@@ -126,7 +127,7 @@ def runtime_files(program: bytes, view: FileView) -> list[tuple[PurePosixPath, P
             return None
         placed, (_, content) = hit
         files.append((placed, content))
-        library = elf_links(content.read_bytes())
+        library = elf_links(content.read())
         if library is not None:
             queue.extend(library.needed)
     return files

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from supermin.entry import EntryKind, FileEntry
 
 
 class Spool:
-    """A directory of numbered blobs; an archive member is written once, read later.
+    """A directory of numbered files; an archive member is written once, read later.
 
     Members are streamed here chunk by chunk, so no archive is ever held whole
-    in memory and the merge step can order entries freely.
+    in memory and the merge step can order entries freely. The members of one
+    archive go into one pack (see supermin.content for why); files supermin
+    makes itself get a file each.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -22,8 +26,19 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True)
         self._numbers = itertools.count()
 
+    def _name(self) -> Path:
+        return self.directory / f"{next(self._numbers):08d}"  # next() is atomic under the GIL
+
+    @contextlib.contextmanager
+    def pack(self) -> Iterator[Pack]:
+        """A pack for one archive's members, on one thread."""
+        path = self._name()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            yield Pack(path, out)
+
     def store(self, chunks: Iterable[bytes]) -> tuple[Path, int]:
-        path = self.directory / f"{next(self._numbers):08d}"
+        path = self._name()
         size = 0
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
@@ -40,3 +55,20 @@ class Spool:
         return FileEntry(
             path, EntryKind.FILE, mode, mtime=mtime, size=size, origin=origin, content=content
         )
+
+
+class Pack:
+    """Members appended one after another to one spool file."""
+
+    def __init__(self, path: Path, out: BinaryIO) -> None:
+        self.path = path
+        self._out = out
+        self._end = 0
+
+    def store(self, chunks: Iterable[bytes]) -> tuple[Path, int, int]:
+        """Append a member: (pack path, offset, size)."""
+        start = self._end
+        for chunk in chunks:
+            self._out.write(chunk)
+            self._end += len(chunk)
+        return self.path, start, self._end - start

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
 
 import libarchive
 import libarchive.ffi as ffi
 
 from supermin.entry import ROOT, EntryKind, FileEntry, image_path, sorted_xattrs
 from supermin.errors import ArchiveError
-from supermin.spool import Spool
+from supermin.spool import Pack, Spool
 
 CONTENT_BLOCK = 1 << 20
 
@@ -44,6 +45,41 @@ def member_xattrs(member: libarchive.ArchiveEntry) -> tuple[tuple[str, bytes], .
     return sorted_xattrs(pairs)
 
 
+def member_data(archive: libarchive.ArchiveRead, size: int) -> Iterator[bytes]:
+    """The current member's bytes, block by block as libarchive decompressed them.
+
+    libarchive-c's get_blocks allocates and zeroes its whole buffer for every
+    member and copies it twice per block (1 MiB for a 30-byte file): over the
+    ~13,000 members of an appliance that was 8% of a build's CPU time. Here
+    each block is copied once, out of libarchive's own buffer. Holes of a
+    sparse member come as zeros.
+    """
+    pointer = archive._pointer
+    block, length, offset = ctypes.c_void_p(), ctypes.c_size_t(), ctypes.c_longlong()
+    position = 0
+    while True:
+        status = ffi.read_data_block(
+            pointer, ctypes.byref(block), ctypes.byref(length), ctypes.byref(offset)
+        )
+        if status == ffi.ARCHIVE_EOF:
+            break
+        if offset.value > position:
+            yield from _zeros(offset.value - position)
+            position = offset.value
+        if length.value:
+            yield ctypes.string_at(block, length.value)
+            position += length.value
+    if size > position:  # a hole at the end
+        yield from _zeros(size - position)
+
+
+def _zeros(count: int) -> Iterator[bytes]:
+    while count > 0:
+        step = min(count, CONTENT_BLOCK)
+        yield bytes(step)
+        count -= step
+
+
 def member_kind(member: libarchive.ArchiveEntry, where: str) -> EntryKind:
     if member.islnk:
         return EntryKind.HARDLINK
@@ -65,16 +101,23 @@ def member_kind(member: libarchive.ArchiveEntry, where: str) -> EntryKind:
 def tar_entries(
     archive: libarchive.ArchiveRead, spool: Spool, origin: str, where: str
 ) -> list[FileEntry]:
-    """Every member as a FileEntry; regular file contents are streamed into `spool`."""
+    """Every member as a FileEntry; regular file contents are streamed into a pack of `spool`."""
+    with spool.pack() as pack:
+        return _entries(archive, pack, origin, where)
+
+
+def _entries(
+    archive: libarchive.ArchiveRead, pack: Pack, origin: str, where: str
+) -> list[FileEntry]:
     entries: list[FileEntry] = []
     for member in archive:
         path = image_path(member.pathname, origin=where)
         kind = member_kind(member, where)
-        content = None
+        content = offset = None
         size = 0
         target: str | None = None
         if kind is EntryKind.FILE:
-            content, size = spool.store(member.get_blocks(CONTENT_BLOCK))
+            content, offset, size = pack.store(member_data(archive, member.size or 0))
         elif kind is EntryKind.SYMLINK:
             target = member.linkpath
         elif kind is EntryKind.HARDLINK:
@@ -96,6 +139,7 @@ def tar_entries(
                 rdev=(member.rdevmajor, member.rdevminor) if kind in _DEVICE_KINDS else (0, 0),
                 origin=origin,
                 content=content,
+                content_offset=offset,
                 xattrs=member_xattrs(member),
             )
         )

@@ -174,11 +174,11 @@ def test_modinfo_dependencies_from_the_real_modules() -> None:
     tree = ModuleTree.from_directory(kernel_modules())
     assert "ext4" in tree.files and "virtio_blk" in tree.files
     assert "crc32c_generic" in tree.files and "unix" in tree.builtin  # modules.builtin read
-    ext4 = modinfo(tree.files["ext4"][1].read_bytes())
+    ext4 = modinfo(tree.files["ext4"][1].read())
     assert ext4["license"] == ["GPL"]
     assert {"mbcache", "jbd2", "crc16"} <= set(module_dependencies(ext4))
     assert soft_predecessors(ext4) == ["crypto_crc32c"]  # an alias: crc32c_generic is wanted
-    blk = modinfo(tree.files["virtio_blk"][1].read_bytes())
+    blk = modinfo(tree.files["virtio_blk"][1].read())
     assert {"virtio", "virtio_ring"} <= set(module_dependencies(blk))
 
 
@@ -201,13 +201,13 @@ def test_load_order_puts_dependencies_first() -> None:
 def test_compressed_modules_are_decompressed(tmp_path: Path) -> None:
     real = ModuleTree.from_directory(kernel_modules())
     for name in ("virtio_blk", "virtio_ring", "virtio"):
-        _, path = real.files[name]
-        (tmp_path / f"{name.replace('_', '-')}.ko.xz").write_bytes(lzma.compress(path.read_bytes()))
+        _, content = real.files[name]
+        (tmp_path / f"{name.replace('_', '-')}.ko.xz").write_bytes(lzma.compress(content.read()))
     (tmp_path / "modules.builtin").write_text("kernel/drivers/virtio/virtio_pci.ko\n")
     tree = ModuleTree.from_directory(tmp_path)
     order = load_order(tree, ["virtio_pci", "virtio_blk"])
     assert [m.name for m in order] == ["virtio", "virtio_ring", "virtio_blk"]
-    assert order[2].data == real.files["virtio_blk"][1].read_bytes()
+    assert order[2].data == real.files["virtio_blk"][1].read()
     assert modinfo(order[0].data)["license"] == ["GPL"]
 
 

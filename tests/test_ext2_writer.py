@@ -27,6 +27,7 @@ import pytest
 from support.debdata import cache_root
 from support.privileges import NOBODY, make_world_dir, run_unprivileged
 
+from supermin.content import read_content
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import OutputError
 from supermin.outputs.ext2 import parse_size, write_ext2
@@ -140,12 +141,16 @@ def expected_listing(entries: Sequence[FileEntry]) -> dict[str, Record]:
             source.uid,
             source.gid,
             source.size if is_file else 0,
-            _sha256(source.content) if is_file and source.content else EMPTY_SHA if is_file else "",
+            _content_sha256(source) if is_file and source.content else EMPTY_SHA if is_file else "",
             (source.target or "") if source.kind is EntryKind.SYMLINK else "",
             source.rdev if source.kind in (EntryKind.CHAR, EntryKind.BLOCK) else (0, 0),
             min(names[group]) if group in names else "",
         )
     return listing
+
+
+def _content_sha256(entry: FileEntry) -> str:
+    return hashlib.sha256(read_content(entry)).hexdigest()
 
 
 def _sha256(path: Path) -> str:

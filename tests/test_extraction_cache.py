@@ -21,6 +21,7 @@ from supermin.backends.deb.reader import DebReader
 from supermin.backends.rpm.reader import RpmReader
 from supermin.build import place_kernel
 from supermin.cache import cached, file_identity
+from supermin.content import read_content
 from supermin.entry import FileEntry
 from supermin.extraction_cache import ExtractionCache, prune
 from supermin.hostfiles.hostfs import HostFiles
@@ -74,7 +75,7 @@ def _snapshot(contents: PackageContents) -> tuple[object, ...]:
     """Everything a build takes from opened contents, with file bytes instead of paths."""
 
     def plain(entry: FileEntry) -> tuple[object, ...]:
-        data = entry.content.read_bytes() if entry.content is not None else None
+        data = read_content(entry) if entry.content is not None else None
         fields = [getattr(entry, name) for name in FileEntry.__slots__ if name != "content"]
         return (*fields, data)
 

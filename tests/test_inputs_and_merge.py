@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from supermin.content import read_content
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import ArchiveError, InputError
 from supermin.inputs import read_inputs, tarball_entries
@@ -47,7 +48,7 @@ def test_tarballs_are_sniffed_by_content_whatever_the_compression(
         7,
         "lp",
     )
-    assert entry.content is not None and entry.content.read_bytes() == b"hi\n"
+    assert read_content(entry) == b"hi\n"
 
 
 def test_text_inputs_are_packages_hostfiles_and_excludes(tmp_path: Path) -> None:

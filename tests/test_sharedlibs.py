@@ -31,7 +31,7 @@ def test_closure_matches_ldd(program: str) -> None:
     links = elf_links(Path(program).read_bytes())
     assert links is not None and links.interpreter == str(files[0][0])
     for placed, source in files:
-        assert source.is_file() and placed.is_absolute()
+        assert source.path.is_file() and source.offset is None and placed.is_absolute()
 
 
 def test_static_program_needs_nothing() -> None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
+from supermin.content import Content
 from supermin.entry import EntryKind, FileEntry
 from supermin.packages import Package, PackageContents, PackageDatabase, Script
 from supermin.spool import Spool
@@ -90,12 +91,11 @@ def info_name(fields: Sequence[tuple[str, str]]) -> str:
     return name
 
 
-def _md5(content: Path | None) -> str:
+def _md5(entry: FileEntry) -> str:
     digest = hashlib.md5(usedforsecurity=False)
-    if content is not None:
-        with content.open("rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
+    content = Content.of(entry)
+    for block in content.chunks() if content is not None else ():
+        digest.update(block)
     return digest.hexdigest()
 
 
@@ -113,7 +113,7 @@ def _conffile_hashes(contents: PackageContents) -> list[tuple[str, str]]:
         if entry is None or entry.kind is not EntryKind.FILE:
             result.append((words[-1], "newconffile"))  # dpkg's mark for "none yet"
         else:
-            result.append((words[-1], _md5(entry.content)))
+            result.append((words[-1], _md5(entry)))
     return result
 
 

@@ -43,7 +43,7 @@ from supermin.backends.rpm.header import (
 from supermin.entry import ROOT, EntryKind, FileEntry, image_path, kind_from_st_mode
 from supermin.errors import ArchiveError
 from supermin.packages import PackageContents, Script
-from supermin.spool import Spool
+from supermin.spool import Pack, Spool
 
 __all__ = ["RpmContents", "RpmHeader", "read_rpm", "read_rpm_header"]
 
@@ -352,9 +352,9 @@ def _verified(chunks: Iterator[bytes], files: _Files, fx: int) -> Iterator[bytes
         raise PackageFormatError(f"{files.paths[fx]} does not match its {files.digest_algo} digest")
 
 
-def _spool_payload(cpio: _Cpio, files: _Files, spool: Spool) -> dict[int, tuple[Path, int]]:
+def _spool_payload(cpio: _Cpio, files: _Files, pack: Pack) -> dict[int, tuple[Path, int, int]]:
     """Store each regular file's data; a hardlink set's is stored once, under its leader."""
-    stored: dict[int, tuple[Path, int]] = {}
+    stored: dict[int, tuple[Path, int, int]] = {}
     seen: set[int] = set()
     for fx, size in cpio.members():
         if fx in seen:
@@ -370,14 +370,14 @@ def _spool_payload(cpio: _Cpio, files: _Files, spool: Spool) -> dict[int, tuple[
                 f"{files.paths[fx]} has {size} bytes in the payload"
                 f" but {files.sizes[fx]} in the header"
             )
-        stored[leader] = spool.store(_verified(cpio.chunks(), files, fx))
+        stored[leader] = pack.store(_verified(cpio.chunks(), files, fx))
     for fx, path in enumerate(files.paths):
         if fx not in seen and not files.is_ghost(fx):
             raise PackageFormatError(f"the payload lacks {path}")
         if fx in files.hardlinks and files.leader(fx) == fx and fx not in stored:
             if files.sizes[fx]:
                 raise PackageFormatError(f"the payload lacks the data of {path}")
-            stored[fx] = spool.store(_verified(iter(()), files, fx))  # an empty hardlinked file
+            stored[fx] = pack.store(_verified(iter(()), files, fx))  # an empty hardlinked file
     return stored
 
 
@@ -385,7 +385,7 @@ def _spool_payload(cpio: _Cpio, files: _Files, spool: Spool) -> dict[int, tuple[
 
 
 def _entries(
-    files: _Files, stored: dict[int, tuple[Path, int]], origin: str, where: str
+    files: _Files, stored: dict[int, tuple[Path, int, int]], origin: str, where: str
 ) -> tuple[list[FileEntry], list[str]]:
     entries: list[FileEntry] = []
     ghosts: list[str] = []
@@ -401,11 +401,11 @@ def _entries(
         if path == ROOT and kind is not EntryKind.DIR:
             raise PackageFormatError(f"{name!r} would replace the root")
         meta = files.leader(fx)  # a hardlink set is one inode: one set of metadata
-        content, size, target = None, 0, None
+        content, offset, size, target = None, None, 0, None
         if kind is EntryKind.FILE and meta != fx:
             kind, target = EntryKind.HARDLINK, _normal(files.paths[meta])
         elif kind is EntryKind.FILE:
-            content, size = stored[fx]
+            content, offset, size = stored[fx]
         elif kind is EntryKind.SYMLINK:
             target = files.links[fx]
         device = kind in (EntryKind.CHAR, EntryKind.BLOCK)
@@ -429,6 +429,7 @@ def _entries(
                 rdev=(os.major(files.rdevs[fx]), os.minor(files.rdevs[fx])) if device else (0, 0),
                 origin=origin,
                 content=content,
+                content_offset=offset,
                 xattrs=xattrs,
             )
         )
@@ -467,7 +468,8 @@ def read_rpm(path: Path, spool: Spool, origin: str) -> RpmContents:
                 raise PackageFormatError(f"unsupported payload format {payload_format!r}")
             compressor = _sniff(raw, header.string(Tag.PAYLOADCOMPRESSOR))
             cpio = _Cpio(_decompressed(raw, compressor), files)
-            stored = _spool_payload(cpio, files, spool)
+            with spool.pack() as pack:
+                stored = _spool_payload(cpio, files, pack)
             entries, ghosts = _entries(files, stored, origin, str(path))
             emitted = {str(entry.path) for entry in entries}
             config = [_normal(p) for fx, p in enumerate(paths) if files.flags[fx] & FILE_CONFIG]

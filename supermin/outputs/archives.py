@@ -22,6 +22,7 @@ import libarchive
 import libarchive.exception
 import libarchive.ffi as ffi
 
+from supermin.content import Content
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import OutputError
 from supermin.outputs.compression import Compression, new_compressor
@@ -45,7 +46,7 @@ class _Member:
     entry: FileEntry
     name: str
     size: int
-    content: Path | None
+    content: Content | None
     ino: int
     nlink: int
     hardlink_to: str | None = None
@@ -81,7 +82,7 @@ def _cpio_members(entries: Sequence[FileEntry]) -> Iterator[_Member]:
                 source,
                 name,
                 source.size if carries_data else 0,
-                source.content if carries_data else None,
+                Content.of(source) if carries_data else None,
                 inodes[target],
                 links,
             )
@@ -90,7 +91,7 @@ def _cpio_members(entries: Sequence[FileEntry]) -> Iterator[_Member]:
             yield _Member(entry, name, 0, None, number, len(groups[entry.path]) + 1)
         else:
             nlink = 2 if entry.kind is EntryKind.DIR else 1
-            yield _Member(entry, name, entry.size, entry.content, number, nlink)
+            yield _Member(entry, name, entry.size, Content.of(entry), number, nlink)
 
 
 def _tar_members(entries: Sequence[FileEntry]) -> Iterator[_Member]:
@@ -100,7 +101,7 @@ def _tar_members(entries: Sequence[FileEntry]) -> Iterator[_Member]:
             target = _name(PurePosixPath(entry.target or ""), "./")
             yield _Member(entry, name, 0, None, number, 1, hardlink_to=target)
         else:
-            yield _Member(entry, name, entry.size, entry.content, number, 1, with_xattrs=True)
+            yield _Member(entry, name, entry.size, Content.of(entry), number, 1, with_xattrs=True)
 
 
 def _archive_entry(member: _Member) -> libarchive.ArchiveEntry:
@@ -138,10 +139,15 @@ def _write_member(archive: libarchive.write.ArchiveWrite, member: _Member) -> No
     ffi.write_header(pointer, header._entry_p)
     if member.content is not None and member.size:
         written = 0
-        with member.content.open("rb") as source:
-            while block := source.read(_BLOCK):
+        try:
+            for block in member.content.chunks(_BLOCK):
                 ffi.write_data(pointer, block, len(block))
                 written += len(block)
+        except OSError as err:
+            raise OutputError(
+                f"{member.entry.path}: cannot read {member.content}: {err.strerror}",
+                "its content file is unreadable or was removed while supermin ran",
+            ) from err
         if written != member.size:
             raise OutputError(
                 f"{member.entry.path}: expected {member.size} bytes from {member.content}, "

@@ -11,7 +11,9 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
+from supermin.content import Content
 from supermin.entry import EntryKind, FileEntry
 from supermin.outputs.ext2.blockmap import BLOCK_SIZE, BlockMap, Run, map_blocks
 from supermin.outputs.ext2.layout import DESCRIPTOR_SIZE, INODE_SIZE, Geometry, has_superblock
@@ -26,6 +28,10 @@ from supermin.outputs.ext2.tree import Node, Tree, refuse
 from supermin.outputs.ext2.xattrs import XATTR_OFFSET
 
 _FLUSH_AT = 8 << 20  # bytes of consecutive blocks gathered into one pwrite
+# Copies go to the copier threads in batches: a future per small file costs
+# more than copying it.
+_BATCH_FILES = 64
+_BATCH_BYTES = 16 << 20
 _READ_CHUNK = 1 << 20
 _NO_I_BLOCK = bytes(60)
 # copy_file_range(2) refuses some file pairs (across file systems before Linux 5.3
@@ -103,12 +109,31 @@ class ImageWriter:
         self.allocator = Allocator(geometry)
         self.sink = Sink(fd)
         self.inodes = bytearray(tree.used_inodes * INODE_SIZE)  # inode n at (n - 1) * size
-        self.kernel_copy = True
+        self.kernel_copy = True  # cleared (by any copier) when copy_file_range is refused
+        self.copiers: ThreadPoolExecutor | None = None
+        self.copies: list[Future[None]] = []
+        self.batch: list[tuple[FileEntry, Sequence[Run]]] = []  # copies not yet handed over
+        self.batch_bytes = 0
 
     def write(self, *, uuid: bytes, label: bytes, timestamp: int) -> None:
-        for node in self.tree.nodes:
-            self.place(node)
-        self.sink.flush()
+        """Place every node while a second thread copies the file contents.
+
+        A copy is kernel time (copy_file_range) into blocks no one else
+        writes, so it overlaps the packing of inodes and directories here.
+        One copier is enough: writes into one file take that file's lock.
+        """
+        with ThreadPoolExecutor(1, thread_name_prefix="supermin-copy") as copiers:
+            self.copiers = copiers
+            try:
+                for node in self.tree.nodes:
+                    self.place(node)
+                self.sink.flush()
+                self._send_batch()
+                for copy in self.copies:
+                    copy.result()  # the first failed copy in image order says why
+            except BaseException:
+                copiers.shutdown(cancel_futures=True)
+                raise
         self.write_metadata(uuid=uuid, label=label, timestamp=timestamp)
 
     def place(self, node: Node) -> None:
@@ -117,7 +142,14 @@ class ImageWriter:
         blocks = map_blocks(node.data_blocks, self.allocator.take) if node.data_blocks else None
         if entry.kind is EntryKind.FILE:
             # Even an empty file's content is opened: it must really be empty.
-            self.copy_content(entry, blocks.data if blocks else [])
+            runs = blocks.data if blocks else []
+            if self.copiers is None:
+                self.copy_content(entry, runs)
+            else:
+                self.batch.append((entry, runs))
+                self.batch_bytes += entry.size
+                if len(self.batch) >= _BATCH_FILES or self.batch_bytes >= _BATCH_BYTES:
+                    self._send_batch()
         if blocks is not None:
             pieces = _pieces(blocks, node.content if entry.kind is not EntryKind.FILE else b"")
             for block, data in pieces:
@@ -139,38 +171,47 @@ class ImageWriter:
             start = offset + XATTR_OFFSET
             self.inodes[start : start + len(node.xattrs)] = node.xattrs
 
+    def _send_batch(self) -> None:
+        if self.copiers is not None and self.batch:
+            self.copies.append(self.copiers.submit(self._copy_batch, self.batch))
+        self.batch, self.batch_bytes = [], 0
+
+    def _copy_batch(self, batch: Sequence[tuple[FileEntry, Sequence[Run]]]) -> None:
+        for entry, runs in batch:
+            self.copy_content(entry, runs)
+
     def copy_content(self, entry: FileEntry, runs: Sequence[Run]) -> None:
-        if entry.content is None:
+        content = Content.of(entry)
+        if content is None:
             return  # an empty file: the planner refused content-less data
         try:
-            source = os.open(entry.content, os.O_RDONLY | os.O_CLOEXEC)
+            source, actual = content.open()
         except OSError as err:
             raise refuse(
                 entry,
-                f"cannot read {entry.content}: {err.strerror}",
+                f"cannot read {content}: {err.strerror}",
                 "its content file is unreadable or was removed while supermin ran",
             ) from err
         try:
-            actual = os.fstat(source).st_size
             if actual == entry.size:
-                actual = self._copy(source, entry.size, runs)
+                actual = self._copy(source, content.start, entry.size, runs)
         except OSError as err:
-            raise refuse(entry, f"copying {entry.content}: {err.strerror}", _hint(err)) from err
+            raise refuse(entry, f"copying {content}: {err.strerror}", _hint(err)) from err
         finally:
             os.close(source)
         if actual != entry.size:
             raise refuse(
                 entry,
-                f"{entry.content} holds {actual} bytes, the entry says {entry.size}",
+                f"{content} holds {actual} bytes, the entry says {entry.size}",
                 "a content file changed while supermin ran; build again",
             )
 
-    def _copy(self, source: int, size: int, runs: Sequence[Run]) -> int:
-        """Copy `size` bytes of `source` into `runs`; return how many there were."""
+    def _copy(self, source: int, start: int, size: int, runs: Sequence[Run]) -> int:
+        """Copy `size` bytes of `source` from `start` into `runs`; return how many there were."""
         copied = 0
         for run in runs:
             length = min(run.count * BLOCK_SIZE, size - copied)
-            done = self._copy_range(source, copied, run.start * BLOCK_SIZE, length)
+            done = self._copy_range(source, start + copied, run.start * BLOCK_SIZE, length)
             copied += done
             if done < length:
                 break
