@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 
 from supermin.content import Content
 from supermin.entry import EntryKind, FileEntry
@@ -28,10 +27,6 @@ from supermin.outputs.ext2.tree import Node, Tree, refuse
 from supermin.outputs.ext2.xattrs import XATTR_OFFSET
 
 _FLUSH_AT = 8 << 20  # bytes of consecutive blocks gathered into one pwrite
-# Copies go to the copier threads in batches: a future per small file costs
-# more than copying it.
-_BATCH_FILES = 64
-_BATCH_BYTES = 16 << 20
 _READ_CHUNK = 1 << 20
 _NO_I_BLOCK = bytes(60)
 # copy_file_range(2) refuses some file pairs (across file systems before Linux 5.3
@@ -109,31 +104,12 @@ class ImageWriter:
         self.allocator = Allocator(geometry)
         self.sink = Sink(fd)
         self.inodes = bytearray(tree.used_inodes * INODE_SIZE)  # inode n at (n - 1) * size
-        self.kernel_copy = True  # cleared (by any copier) when copy_file_range is refused
-        self.copiers: ThreadPoolExecutor | None = None
-        self.copies: list[Future[None]] = []
-        self.batch: list[tuple[FileEntry, Sequence[Run]]] = []  # copies not yet handed over
-        self.batch_bytes = 0
+        self.kernel_copy = True
 
     def write(self, *, uuid: bytes, label: bytes, timestamp: int) -> None:
-        """Place every node while a second thread copies the file contents.
-
-        A copy is kernel time (copy_file_range) into blocks no one else
-        writes, so it overlaps the packing of inodes and directories here.
-        One copier is enough: writes into one file take that file's lock.
-        """
-        with ThreadPoolExecutor(1, thread_name_prefix="supermin-copy") as copiers:
-            self.copiers = copiers
-            try:
-                for node in self.tree.nodes:
-                    self.place(node)
-                self.sink.flush()
-                self._send_batch()
-                for copy in self.copies:
-                    copy.result()  # the first failed copy in image order says why
-            except BaseException:
-                copiers.shutdown(cancel_futures=True)
-                raise
+        for node in self.tree.nodes:
+            self.place(node)
+        self.sink.flush()
         self.write_metadata(uuid=uuid, label=label, timestamp=timestamp)
 
     def place(self, node: Node) -> None:
@@ -142,14 +118,7 @@ class ImageWriter:
         blocks = map_blocks(node.data_blocks, self.allocator.take) if node.data_blocks else None
         if entry.kind is EntryKind.FILE:
             # Even an empty file's content is opened: it must really be empty.
-            runs = blocks.data if blocks else []
-            if self.copiers is None:
-                self.copy_content(entry, runs)
-            else:
-                self.batch.append((entry, runs))
-                self.batch_bytes += entry.size
-                if len(self.batch) >= _BATCH_FILES or self.batch_bytes >= _BATCH_BYTES:
-                    self._send_batch()
+            self.copy_content(entry, blocks.data if blocks else [])
         if blocks is not None:
             pieces = _pieces(blocks, node.content if entry.kind is not EntryKind.FILE else b"")
             for block, data in pieces:
@@ -170,15 +139,6 @@ class ImageWriter:
         if node.xattrs:
             start = offset + XATTR_OFFSET
             self.inodes[start : start + len(node.xattrs)] = node.xattrs
-
-    def _send_batch(self) -> None:
-        if self.copiers is not None and self.batch:
-            self.copies.append(self.copiers.submit(self._copy_batch, self.batch))
-        self.batch, self.batch_bytes = [], 0
-
-    def _copy_batch(self, batch: Sequence[tuple[FileEntry, Sequence[Run]]]) -> None:
-        for entry, runs in batch:
-            self.copy_content(entry, runs)
 
     def copy_content(self, entry: FileEntry, runs: Sequence[Run]) -> None:
         content = Content.of(entry)
