@@ -21,7 +21,6 @@ import argparse
 import datetime
 import functools
 import importlib.util
-import itertools
 import os
 import platform
 import shutil
@@ -118,24 +117,40 @@ def alternate(
         result.ours.append(ours())
 
 
-_SET_ASIDE = itertools.count()
+_SET_ASIDE: list[Path] = []
+# Deleting this many files or more is followed by a pause before the next row.
+_MANY_FILES = 1000
+_RECENTLY_DELETED = 31.0  # seconds: how long ext4 steps over a deleted inode, and then some
 
 
 def fresh(path: Path) -> Path:
     """PATH gone (a directory or file left by the previous run), its parent present.
 
-    A directory is renamed aside, and everything is deleted only when the
-    benchmark ends: on a journal-less ext4 (this machine's) a file created
-    within 30 s of a mass delete costs up to ten times more, because the inode
-    allocator steps over recently deleted inodes one by one. Deleting the
-    previous run's tree here would charge the next run for that clean-up.
+    A directory is renamed aside and deleted when its row is done: on a
+    journal-less ext4 (this machine's) a file created within 30 s of a mass
+    delete costs up to ten times more, because the inode allocator steps over
+    recently deleted inodes one by one. Deleting the previous run's tree here
+    would charge the next run for that clean-up.
     """
     if path.is_dir() and not path.is_symlink():
-        path.rename(path.with_name(f".aside-{next(_SET_ASIDE)}-{path.name}"))
+        aside = path.with_name(f".aside-{len(_SET_ASIDE)}-{path.name}")
+        path.rename(aside)
+        _SET_ASIDE.append(aside)
     else:
         path.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def clear_aside(pause: bool) -> None:
+    """Delete what the row set aside; after many files, let ext4 forget them first."""
+    files = sum(len(names) + len(dirs) for aside in _SET_ASIDE for _, dirs, names in os.walk(aside))
+    for aside in _SET_ASIDE:
+        remove_tree(aside)
+    _SET_ASIDE.clear()
+    if pause and files >= _MANY_FILES:
+        say(f"deleted {files} files set aside; waiting {_RECENTLY_DELETED:.0f} s (see fresh())")
+        time.sleep(_RECENTLY_DELETED)
 
 
 def remove_tree(path: Path) -> None:
@@ -554,9 +569,8 @@ def rows(bench: Bench) -> list[tuple[Result, Callable[[Result], None]]]:
 
 def measure(bench: Bench, only: Sequence[str] = ()) -> list[Result]:
     results = []
-    for result, fill in rows(bench):
-        if only and result.id not in only:
-            continue
+    chosen = [(result, fill) for result, fill in rows(bench) if not only or result.id in only]
+    for number, (result, fill) in enumerate(chosen, start=1):
         start = time.perf_counter()
         try:
             fill(result)
@@ -569,6 +583,7 @@ def measure(bench: Bench, only: Sequence[str] = ()) -> list[Result]:
         else:
             say(f"{result.id}: done in {time.perf_counter() - start:.0f} s")
         results.append(result)
+        clear_aside(pause=not bench.quick and number < len(chosen))
     return results
 
 

@@ -164,6 +164,41 @@ def _newest_first(packages: list[Package]) -> list[Package]:
     return sorted(packages, key=cmp_to_key(newer_first))
 
 
+class _Named:
+    """Packages by name, newest first: each name's list is sorted when first asked for.
+
+    Sorting all 17,649 AppStream packages by version took 0.3 s of a cached
+    prepare that looks at a few hundred names.
+    """
+
+    def __init__(self, groups: dict[str, list[Package]]) -> None:
+        self._groups = groups  # in source order until sorted
+        self._sorted: set[str] = set()
+
+    def get(self, name: str) -> list[Package]:
+        group = self._groups.get(name)
+        if group is None:
+            return []
+        if name not in self._sorted:
+            group = self._groups[name] = _newest_first(group)
+            self._sorted.add(name)
+        return group
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._groups
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._groups)
+
+    def newest_first(self) -> Iterator[list[Package]]:
+        """Every name's list, sorted."""
+        return (self.get(name) for name in self._groups)
+
+    def source_order(self) -> Iterator[list[Package]]:
+        """Every name's list as it stands: for indexes whose users order what they find."""
+        return iter(self._groups.values())
+
+
 class RpmRepository:
     # libsolv meets requirements only one package can meet before it makes any choice.
     unit_propagation = True
@@ -181,7 +216,7 @@ class RpmRepository:
                 by_name[package.name].append(package)
                 for name, flags, version in _meta(package).triples("provides"):
                     providers[name].append((package, flags, version))
-            self._by_name = {name: _newest_first(group) for name, group in by_name.items()}
+            self._by_name = _Named(dict(by_name))
         self._providers = dict(providers)
         self._candidates: dict[Relation, list[Package]] = {}
         self._requirements: dict[Package, list[Requirement]] = {}
@@ -258,7 +293,7 @@ class RpmRepository:
     def _file_owners(self, path: str) -> list[Package]:
         if self._files is None:
             files: dict[str, list[Package]] = defaultdict(list)
-            for group in self._by_name.values():
+            for group in self._by_name.newest_first():
                 for package in group:
                     for owned in _meta(package).files:
                         files[owned].append(package)
@@ -273,7 +308,7 @@ class RpmRepository:
         if path in self._file_lists:
             return self._file_lists[path]
         partial: dict[int, tuple[FileLists, dict[str, list[Package]]]] = {}
-        for group in self._by_name.values():
+        for group in self._by_name.newest_first():
             for package in group:
                 lists = _meta(package).filelists
                 if lists is not None:
@@ -293,7 +328,7 @@ class RpmRepository:
     def _file_dependencies(self) -> set[str]:
         """Paths some package depends on that primary cannot answer (libsolv's addfileprovides)."""
         paths: set[str] = set()
-        for group in self._by_name.values():
+        for group in self._by_name.source_order():
             for package in group:
                 meta = _meta(package)
                 for kind in ("requires", "recommends", "conflicts", "supplements"):
@@ -322,7 +357,7 @@ class RpmRepository:
         return self._ordered(found)
 
     def _simple_candidates(self, simple: Simple) -> list[Package]:
-        found = [p for p in self._by_name.get(simple.name, []) if self._satisfies(p, simple)]
+        found = [p for p in self._by_name.get(simple.name) if self._satisfies(p, simple)]
         wanted = sense_flags(simple.op)
         for package, flags, version in self._providers.get(simple.name, []):
             if package not in found and ranges_overlap(
@@ -363,7 +398,7 @@ class RpmRepository:
         for spec, arch in forms:
             for name, evr in self._splits(spec):
                 want = parse_evr(evr)
-                for package in self._by_name.get(name, []):
+                for package in self._by_name.get(name):
                     meta = _meta(package)
                     if arch is not None and package.arch != arch:
                         continue
@@ -375,7 +410,7 @@ class RpmRepository:
                         continue
                     found.append(package)
             if arch is not None and spec in self._by_name:
-                found.extend(p for p in self._by_name[spec] if p.arch == arch)
+                found.extend(p for p in self._by_name.get(spec) if p.arch == arch)
         return found
 
     @staticmethod
@@ -404,7 +439,9 @@ class RpmRepository:
     def _obsoleters(self) -> dict[str, list[tuple[Package, int, str]]]:
         if self._obsoleted_by is None:
             index: dict[str, list[tuple[Package, int, str]]] = defaultdict(list)
-            for group in self._by_name.values():
+            # requested() hands what it finds here to _ordered(), which sorts each
+            # name's packages anew (stably, as the lists here would be sorted).
+            for group in self._by_name.source_order():
                 for package in group:
                     for name, flags, version in _meta(package).triples("obsoletes"):
                         if name != package.name:
@@ -426,7 +463,7 @@ class RpmRepository:
 
         def rank(package: Package) -> tuple[bool, int, bool, str]:
             name = package.name
-            newest = self._by_name.get(name, [package])[0]
+            newest = (self._by_name.get(name) or [package])[0]
             old = compare_evr(parse_evr(newest.version), parse_evr(package.version)) > 0
             return (name in obsoleted, penalty.get(name, 0), old, name)
 
@@ -526,7 +563,7 @@ class RpmRepository:
     def _supplement_index(self) -> dict[str, list[tuple[Package, Requirement]]]:
         if self._supplementers is None:
             index: dict[str, list[tuple[Package, Requirement]]] = defaultdict(list)
-            for group in self._by_name.values():
+            for group in self._by_name.newest_first():
                 for package in group:
                     for name, flags, version in _meta(package).triples("supplements"):
                         for trigger, names in self._triggers(name, flags, version):
