@@ -10,7 +10,8 @@ SYSTEM_TOOLS=(python3-venv dpkg-dev apt-utils gcc zstd xz-utils busybox-static l
               util-linux ca-certificates rpm rpm2cpio python3-rpm createrepo-c binutils
               qemu-system-x86 dnf libcap2-bin genext2fs  # genext2fs: a benchmark peer
               libguestfs-tools linux-image-amd64 supermin  # the drop-in's judge, its kernel, the peer
-              systemd)  # systemd-analyze verify of our unit
+              systemd  # systemd-analyze verify of our unit
+              btrfs-progs)  # a scratch btrfs proves copies are reflinks
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -57,6 +57,14 @@ class Spool:
         )
 
 
+# Members of a block or more start on a block boundary of the pack, so that
+# copy_file_range can share their blocks (a reflink) on btrfs and XFS instead
+# of copying them, for the output and for the extraction cache alike: both
+# file systems share only whole, aligned blocks. Smaller members are packed
+# tight; copying them costs less than the padding would.
+ALIGNMENT = 4096
+
+
 class Pack:
     """Members appended one after another to one spool file."""
 
@@ -65,8 +73,12 @@ class Pack:
         self._out = out
         self._end = 0
 
-    def store(self, chunks: Iterable[bytes]) -> tuple[Path, int, int]:
-        """Append a member: (pack path, offset, size)."""
+    def store(self, chunks: Iterable[bytes], expected: int = 0) -> tuple[Path, int, int]:
+        """Append a member of `expected` bytes: (pack path, offset, size)."""
+        if expected >= ALIGNMENT and self._end % ALIGNMENT:
+            padding = ALIGNMENT - self._end % ALIGNMENT
+            self._out.write(bytes(padding))
+            self._end += padding
         start = self._end
         for chunk in chunks:
             self._out.write(chunk)

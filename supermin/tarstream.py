@@ -117,7 +117,9 @@ def _entries(
         size = 0
         target: str | None = None
         if kind is EntryKind.FILE:
-            content, offset, size = pack.store(member_data(archive, member.size or 0))
+            content, offset, size = pack.store(
+                member_data(archive, member.size or 0), member.size or 0
+            )
         elif kind is EntryKind.SYMLINK:
             target = member.linkpath
         elif kind is EntryKind.HARDLINK:

@@ -370,7 +370,7 @@ def _spool_payload(cpio: _Cpio, files: _Files, pack: Pack) -> dict[int, tuple[Pa
                 f"{files.paths[fx]} has {size} bytes in the payload"
                 f" but {files.sizes[fx]} in the header"
             )
-        stored[leader] = pack.store(_verified(cpio.chunks(), files, fx))
+        stored[leader] = pack.store(_verified(cpio.chunks(), files, fx), size)
     for fx, path in enumerate(files.paths):
         if fx not in seen and not files.is_ghost(fx):
             raise PackageFormatError(f"the payload lacks {path}")
