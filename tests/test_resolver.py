@@ -283,16 +283,16 @@ def test_span_table_is_cached_and_a_damaged_one_is_rebuilt(tmp_path: Path) -> No
     index = tmp_path / "Packages"
     shutil.copyfile(debian_index(), index)
     cache = Path(os.environ["SUPERMIN_CACHE_DIR"])
-    before = set(cache.glob("deb-index-spans-*"))
+    before = set(cache.glob("deb-index-table-*"))
     first = {
         p.nva for p in DebRepository(load_source(index), host_arch()).candidates(Relation("bash"))
     }
-    [table] = set(cache.glob("deb-index-spans-*")) - before
+    [table] = set(cache.glob("deb-index-table-*")) - before
     stamp = table.stat().st_mtime_ns
     assert {
         p.nva for p in DebRepository(load_source(index), host_arch()).candidates(Relation("bash"))
     } == first
-    assert set(cache.glob("deb-index-spans-*")) - before == {table}
+    assert set(cache.glob("deb-index-table-*")) - before == {table}
     data = bytearray(table.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte: the checksum catches it
     table.write_bytes(bytes(data))
