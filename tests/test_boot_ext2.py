@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from support.debdata import build_deb, kernel_files, kernel_modules, real_pool
 from support.product import scratch_dir, supermin_nobody
-from support.qemu import between, boot, tarball
+from support.qemu import between, boot, filesystem_uuid, tarball
 
 from supermin.elf import elf_section, is_static_executable
 from supermin.miniinitrd import (
@@ -71,15 +71,6 @@ def _kernel_env() -> dict[str, str]:
     }
 
 
-def _uuid(image: Path) -> str:
-    return subprocess.run(
-        ["blkid", "-o", "value", "-s", "UUID", str(image)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def appliance() -> Path:
     """bash + coreutils + busybox-static + a package with a postinst, -f ext2, as 65534."""
@@ -107,7 +98,7 @@ def appliance() -> Path:
 def boots(appliance: Path) -> list[str]:
     """The same writable root booted twice: by UUID, then as /dev/vda."""
     consoles = []
-    for root in (f"UUID={_uuid(appliance / 'root')}", "/dev/vda"):
+    for root in (f"UUID={filesystem_uuid(appliance / 'root')}", "/dev/vda"):
         console, elapsed = _boot(appliance, root)
         print(f"ext2 boot (root={root}) to power-off {elapsed:.1f}s (TCG)")
         consoles.append(console)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from support.debdata import build_deb, kernel_files, kernel_modules, real_pool
 from support.product import scratch_dir, supermin_nobody
-from support.qemu import between, boot
+from support.qemu import between, boot, filesystem_uuid
 
 from supermin.bootfiles import SYSTEMD_UNIT, SYSTEMD_UNIT_WANTS, script_text
 
@@ -75,15 +75,6 @@ ExecStart=/usr/lib/tp/report
 REPORT_WANTED = b"[Unit]\nWants=tp-sd-report.service\n"
 
 
-def _uuid(image: Path) -> str:
-    return subprocess.run(
-        ["blkid", "-o", "value", "-s", "UUID", str(image)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-
-
 def _synthetic_pool(pool: Path) -> None:
     build_deb(pool, "tp-sd-hook", "1.0", scripts={"postinst": POSTINST})
     build_deb(
@@ -128,7 +119,7 @@ def _boot(appliance: Path) -> str:
     systemd keeps systemd-firstboot from waiting at a console prompt.
     """
     append = (
-        f"console=ttyS0 root=UUID={_uuid(appliance / 'root')} init=/lib/systemd/systemd "
+        f"console=ttyS0 root=UUID={filesystem_uuid(appliance / 'root')} init=/lib/systemd/systemd "
         "panic=-1 quiet systemd.show_status=error"
     )
     drive = f"file={appliance / 'root'},if=virtio,format=raw"

@@ -70,3 +70,13 @@ def tarball(members: Mapping[str, bytes | str]) -> bytes:
                 info.size, info.mode = len(value), 0o755
                 tar.addfile(info, io.BytesIO(value))
     return raw.getvalue()
+
+
+def filesystem_uuid(image: Path) -> str:
+    """The UUID blkid reads from a file-system image (for root=UUID=...)."""
+    return subprocess.run(
+        ["blkid", "-o", "value", "-s", "UUID", str(image)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
