@@ -263,14 +263,15 @@ def place_kernel(kernel: Kernel, destination: Path, copy: bool, stage: Stage) ->
     A kernel taken from a package only exists in this build's spool, or in the
     extraction cache, which may be pruned: always copied.
     """
-    image = kernel.image.resolve()
-    cache = cache_dir()
-    cached = cache is not None and image.is_relative_to(cache.resolve())
-    if kernel.image_span is not None:
+    if kernel.image_span is not None:  # a member of a spool or cache pack
         with destination.open("xb") as out:
             for chunk in kernel.content.chunks():
                 out.write(chunk)
-    elif copy or cached or image.is_relative_to(stage.work.resolve()):
+        return
+    image = kernel.image.resolve()
+    cache = cache_dir()
+    cached = cache is not None and image.is_relative_to(cache.resolve())
+    if copy or cached or image.is_relative_to(stage.work.resolve()):
         shutil.copyfile(kernel.image, destination)
     else:
         destination.symlink_to(kernel.image.absolute())
