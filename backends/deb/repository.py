@@ -80,6 +80,10 @@ class DebRepository:
         self._catalogues = list(catalogues)
         self._by_name: dict[str, list[Package]] = {}
         self._candidates: dict[Relation, list[Package]] = {}
+        # The resolver asks whether each candidate conflicts with every chosen
+        # package: tens of thousands of pairs, each side's fields parsed once.
+        self._conflicts_of: dict[Package, tuple[Relation, ...]] = {}
+        self._names_of: dict[Package, frozenset[str]] = {}
 
     def _named(self, name: str) -> list[Package]:
         """The packages called `name` for our architecture, highest version first."""
@@ -173,11 +177,17 @@ class DebRepository:
         return self._declares_conflict(package, other) or self._declares_conflict(other, package)
 
     def _declares_conflict(self, package: Package, other: Package) -> bool:
-        raw = ", ".join(
-            package.fields[name] for name in ("Conflicts", "Breaks") if name in package.fields
-        )
-        if not raw:
+        relations = self._conflicts_of.get(package)
+        if relations is None:
+            raw = ", ".join(
+                package.fields[name] for name in ("Conflicts", "Breaks") if name in package.fields
+            )
+            relations = self._conflicts_of[package] = parse_flat(raw) if raw else ()
+        if not relations:
             return False
         # satisfies() needs the relation to name `other` or something it provides.
-        names = {other.name, *(provided.name for provided in self.provides(other))}
-        return any(self.satisfies(other, rel) for rel in parse_flat(raw) if rel.name in names)
+        names = self._names_of.get(other)
+        if names is None:
+            provided = (relation.name for relation in self.provides(other))
+            names = self._names_of[other] = frozenset((other.name, *provided))
+        return any(self.satisfies(other, rel) for rel in relations if rel.name in names)
