@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from supermin.backends.deb.index import (
@@ -75,10 +76,15 @@ def _raise(err: OSError) -> None:
 
 def _pool_stanzas(debs: list[Path]) -> list[Stanza]:
     from supermin.backends.deb.archive import read_control  # libarchive: only for pools
+    from supermin.reading import default_jobs
 
+    # Decompressing control.tar is libarchive's work, done without the GIL: on
+    # every core, as the packages' contents are.
+    with ThreadPoolExecutor(default_jobs(), thread_name_prefix="supermin-control") as pool:
+        controls = list(pool.map(read_control, debs))
     stanzas = []
-    for deb in debs:
-        stanza = parse_control(read_control(deb).get("control", b""))
+    for deb, control in zip(debs, controls, strict=True):
+        stanza = parse_control(control.get("control", b""))
         if "Package" in stanza:
             stanza["Filename"] = str(deb)
             stanzas.append(stanza)
