@@ -17,6 +17,7 @@ numbers the sets in order of appearance. libarchive reads both keywords.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import re
 from collections import Counter
@@ -80,6 +81,10 @@ def quote(text: str) -> str:
     return _UNSAFE.sub(lambda m: f"\\{m[0][0]:03o}".encode("ascii"), raw).decode("ascii")
 
 
+# Owner names repeat on every line: quoted once each.
+_quote_name = functools.lru_cache(maxsize=1024)(quote)
+
+
 def _lines(entries: Sequence[FileEntry]) -> list[str]:
     links = Counter(PurePosixPath(e.target or "") for e in entries if e.kind is EntryKind.HARDLINK)
     sets: dict[PurePosixPath, tuple[FileEntry, int]] = {}  # target -> (its entry, inode)
@@ -131,9 +136,9 @@ def _line(entry: FileEntry, *, name: PurePosixPath | None = None, extra: str = "
         f"gid={entry.gid}",
     ]
     if entry.user:
-        words.append(f"uname={quote(entry.user)}")
+        words.append(f"uname={_quote_name(entry.user)}")
     if entry.group:
-        words.append(f"gname={quote(entry.group)}")
+        words.append(f"gname={_quote_name(entry.group)}")
     # seconds.nanoseconds, as mtree(8) and libarchive write it.
     words.append(f"time={entry.mtime}.0")
     if entry.kind in (EntryKind.FILE, EntryKind.HARDLINK):
