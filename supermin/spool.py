@@ -7,7 +7,6 @@ import itertools
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
 
 from supermin.entry import EntryKind, FileEntry
 
@@ -34,8 +33,12 @@ class Spool:
         """A pack for one archive's members, on one thread."""
         path = self._name()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            yield Pack(path, out)
+        try:
+            pack = Pack(path, fd)
+            yield pack
+            pack.close()
+        finally:
+            os.close(fd)
 
     def store(self, chunks: Iterable[bytes]) -> tuple[Path, int]:
         path = self._name()
@@ -66,21 +69,63 @@ ALIGNMENT = 4096
 
 
 class Pack:
-    """Members appended one after another to one spool file."""
+    """Members appended one after another to one spool file.
 
-    def __init__(self, path: Path, out: BinaryIO) -> None:
+    Written through its descriptor, unbuffered: a member's bytes come in
+    blocks of tens of kilobytes or, from a tar stream, are written by
+    libarchive itself (see supermin.tarstream.store_member).
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
         self.path = path
-        self._out = out
+        self.fd = fd
         self._end = 0
+
+    def start(self, expected: int) -> int:
+        """Where a member of `expected` bytes goes; the descriptor is placed there.
+
+        Skipping to a block boundary leaves a hole, which costs nothing.
+        """
+        if expected >= ALIGNMENT and self._end % ALIGNMENT:
+            self._end += ALIGNMENT - self._end % ALIGNMENT
+        os.lseek(self.fd, self._end, os.SEEK_SET)
+        return self._end
+
+    def finish(self, start: int) -> tuple[Path, int, int]:
+        """The member written since `start` ends where the descriptor is now."""
+        self._end = os.lseek(self.fd, 0, os.SEEK_CUR)
+        return self.path, start, self._end - start
 
     def store(self, chunks: Iterable[bytes], expected: int = 0) -> tuple[Path, int, int]:
         """Append a member of `expected` bytes: (pack path, offset, size)."""
-        if expected >= ALIGNMENT and self._end % ALIGNMENT:
-            padding = ALIGNMENT - self._end % ALIGNMENT
-            self._out.write(bytes(padding))
-            self._end += padding
-        start = self._end
+        start = self.start(expected)
         for chunk in chunks:
-            self._out.write(chunk)
-            self._end += len(chunk)
-        return self.path, start, self._end - start
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(self.fd, view) :]
+        return self.finish(start)
+
+    def close(self) -> None:
+        """A member ending in a hole was skipped over, not written: give the file its end."""
+        if os.fstat(self.fd).st_size < self._end:
+            os.ftruncate(self.fd, self._end)
+
+    def file_entry(
+        self, path: PurePosixPath, data: bytes, mode: int, mtime: int, origin: str = "supermin"
+    ) -> FileEntry:
+        """Spool.file_entry's regular file, its bytes appended to this pack.
+
+        For the many small files supermin writes at once (a dpkg database has
+        four or five per package), where a spool file each would cost a create.
+        """
+        pack, offset, size = self.store([data], len(data))
+        return FileEntry(
+            path,
+            EntryKind.FILE,
+            mode,
+            mtime=mtime,
+            size=size,
+            origin=origin,
+            content=pack,
+            content_offset=offset,
+        )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import libarchive
 import libarchive.ffi as ffi
@@ -45,6 +48,45 @@ def member_xattrs(member: libarchive.ArchiveEntry) -> tuple[tuple[str, bytes], .
     return sorted_xattrs(pairs)
 
 
+# Declared here: libarchive-c does not wrap it. The whole member is
+# decompressed and written by libarchive, without the GIL.
+ffi.ffi("read_data_into_fd", [ffi.c_archive_p, ctypes.c_int], ctypes.c_int, ffi.check_int)
+
+
+# What a header says is read through accessors that only return a field of
+# libarchive's entry. Through libarchive-c (ctypes.CDLL) each call lets go of
+# the GIL and takes it back: some twenty per member, and with a reader on every
+# core a tenth of the readers' time went to waiting for the GIL (py-spy).
+# Called through ctypes.PyDLL they keep it, as such short C functions may.
+_HELD = ctypes.PyDLL(ffi.libarchive_path)
+
+
+def _accessor(name: str, restype: type[ctypes._SimpleCData[Any]]) -> Callable[[int], Any]:
+    function = getattr(_HELD, f"archive_entry_{name}")
+    function.argtypes = [ctypes.c_void_p]
+    function.restype = restype
+    return function  # type: ignore[no-any-return]
+
+
+_pathname = _accessor("pathname", ctypes.c_char_p)
+_hardlink = _accessor("hardlink", ctypes.c_char_p)
+_symlink = _accessor("symlink", ctypes.c_char_p)
+_filetype = _accessor("filetype", ctypes.c_uint)
+_perm = _accessor("perm", ctypes.c_uint)
+_uid = _accessor("uid", ctypes.c_int64)
+_gid = _accessor("gid", ctypes.c_int64)
+_uname = _accessor("uname", ctypes.c_char_p)
+_gname = _accessor("gname", ctypes.c_char_p)
+_mtime_is_set = _accessor("mtime_is_set", ctypes.c_int)
+_mtime = _accessor("mtime", ctypes.c_int64)
+_size_is_set = _accessor("size_is_set", ctypes.c_int)
+_size = _accessor("size", ctypes.c_int64)
+_rdevmajor = _accessor("rdevmajor", ctypes.c_uint)
+_rdevminor = _accessor("rdevminor", ctypes.c_uint)
+_xattr_count = _accessor("xattr_count", ctypes.c_int)
+_sparse_count = _accessor("sparse_count", ctypes.c_int)
+
+
 def member_data(archive: libarchive.ArchiveRead, size: int) -> Iterator[bytes]:
     """The current member's bytes, block by block as libarchive decompressed them.
 
@@ -80,22 +122,47 @@ def _zeros(count: int) -> Iterator[bytes]:
         count -= step
 
 
-def member_kind(member: libarchive.ArchiveEntry, where: str) -> EntryKind:
-    if member.islnk:
-        return EntryKind.HARDLINK
-    checks = (
-        (member.isreg, EntryKind.FILE),
-        (member.isdir, EntryKind.DIR),
-        (member.issym, EntryKind.SYMLINK),
-        (member.ischr, EntryKind.CHAR),
-        (member.isblk, EntryKind.BLOCK),
-        (member.isfifo, EntryKind.FIFO),
-        (member.issock, EntryKind.SOCKET),
-    )
-    for matches, kind in checks:
-        if matches:
-            return kind
-    raise ArchiveError(f"{where}: member {member.pathname!r} has an unknown file type")
+def store_member(
+    archive: libarchive.ArchiveRead, archive_entry: int, pack: Pack, expected: int
+) -> tuple[Path, int, int]:
+    """Append the current member's bytes to `pack`: (pack path, offset, size).
+
+    libarchive writes them straight to the pack's descriptor (holes of a
+    sparse member are skipped over, and read back as zeros), with no block
+    passing through Python: on a reader per core, those passages were the
+    readers' main wait for the GIL.
+    """
+    if _sparse_count(archive_entry):
+        # libarchive skips a hole with lseek(SEEK_CUR) and then checks the
+        # result against the member's own offset, which only holds at the start
+        # of a file: a sparse member's blocks go through member_data instead.
+        return pack.store(member_data(archive, expected), expected)
+    start = pack.start(expected)
+    ffi.read_data_into_fd(archive._pointer, pack.fd)
+    return pack.finish(start)
+
+
+_KINDS_BY_FORMAT = {
+    0o100000: EntryKind.FILE,
+    0o040000: EntryKind.DIR,
+    0o120000: EntryKind.SYMLINK,
+    0o020000: EntryKind.CHAR,
+    0o060000: EntryKind.BLOCK,
+    0o010000: EntryKind.FIFO,
+    0o140000: EntryKind.SOCKET,
+}
+
+
+def _kind(filetype: int, name: object, where: str) -> EntryKind:
+    kind = _KINDS_BY_FORMAT.get(filetype & 0o170000)
+    if kind is None:
+        raise ArchiveError(f"{where}: member {name!r} has an unknown file type")
+    return kind
+
+
+def _text(raw: bytes) -> str:
+    """A name from a header: its bytes as the file system would take them back."""
+    return os.fsdecode(raw)
 
 
 def tar_entries(
@@ -111,38 +178,41 @@ def _entries(
 ) -> list[FileEntry]:
     entries: list[FileEntry] = []
     for member in archive:
-        path = image_path(member.pathname, origin=where)
-        kind = member_kind(member, where)
+        header = member._entry_p
+        raw_name = _pathname(header) or b""
+        hardlink = _hardlink(header)
+        kind = EntryKind.HARDLINK if hardlink else _kind(_filetype(header), _text(raw_name), where)
+        path = image_path(_text(raw_name), origin=where)
         content = offset = None
         size = 0
         target: str | None = None
         if kind is EntryKind.FILE:
-            content, offset, size = pack.store(
-                member_data(archive, member.size or 0), member.size or 0
-            )
+            expected = (_size(header) if _size_is_set(header) else 0) or 0
+            content, offset, size = store_member(archive, header, pack, expected)
         elif kind is EntryKind.SYMLINK:
-            target = member.linkpath
+            target = _text(_symlink(header) or b"")
         elif kind is EntryKind.HARDLINK:
-            target = str(image_path(member.linkpath, origin=where))
+            target = str(image_path(_text(hardlink), origin=where))
         if path == ROOT and kind is not EntryKind.DIR:
-            raise ArchiveError(f"{where}: member {member.pathname!r} would replace the root")
+            raise ArchiveError(f"{where}: member {_text(raw_name)!r} would replace the root")
+        uid, gid = _uid(header), _gid(header)
         entries.append(
             FileEntry(
                 path=path,
                 kind=kind,
-                mode=member.perm & 0o7777,
-                uid=member.uid,
-                gid=member.gid,
-                user=member.uname or str(member.uid),
-                group=member.gname or str(member.gid),
-                mtime=int(member.mtime or 0),
+                mode=_perm(header) & 0o7777,
+                uid=uid,
+                gid=gid,
+                user=_text(_uname(header) or b"") or str(uid),
+                group=_text(_gname(header) or b"") or str(gid),
+                mtime=_mtime(header) if _mtime_is_set(header) else 0,
                 size=size,
                 target=target,
-                rdev=(member.rdevmajor, member.rdevminor) if kind in _DEVICE_KINDS else (0, 0),
+                rdev=(_rdevmajor(header), _rdevminor(header)) if kind in _DEVICE_KINDS else (0, 0),
                 origin=origin,
                 content=content,
                 content_offset=offset,
-                xattrs=member_xattrs(member),
+                xattrs=member_xattrs(member) if _xattr_count(header) else (),
             )
         )
     return entries

@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 from supermin.content import Content
 from supermin.entry import EntryKind, FileEntry
 from supermin.packages import Package, PackageContents, PackageDatabase, Script
-from supermin.spool import Spool
+from supermin.spool import Pack, Spool
 
 ADMINDIR = PurePosixPath("/var/lib/dpkg")
 INFODIR = ADMINDIR / "info"
@@ -172,13 +172,22 @@ def dpkg_database(
 ) -> PackageDatabase | None:
     if not wanted(ordered):
         return None
+    with spool.pack() as pack:  # a thousand small files: one spool file, not a create each
+        entries = _database_entries(ordered, pack, mtime)
+    dpkg = next(p for p, _ in ordered if p.name == "dpkg")
+    return PackageDatabase(entries, kept_phases=frozenset({"preinst"}), steps=[(dpkg, CONFIGURE)])
+
+
+def _database_entries(
+    ordered: Sequence[tuple[Package, PackageContents]], pack: Pack, mtime: int
+) -> list[FileEntry]:
     entries: list[FileEntry] = []
 
     def add(path: PurePosixPath, data: bytes | None, mode: int = 0o644) -> None:
         if data is None:
             entries.append(FileEntry(path, EntryKind.DIR, 0o755, mtime=mtime, origin="supermin"))
             return
-        entries.append(spool.file_entry(path, data, mode, mtime))
+        entries.append(pack.file_entry(path, data, mode, mtime))
 
     for directory in ("", "info", "updates", "triggers", "alternatives", "parts"):
         add(ADMINDIR / directory, None)
@@ -210,5 +219,4 @@ def dpkg_database(
     add(ADMINDIR / "triggers" / "Unincorp", b"")
     for trigger, interested in sorted(named_triggers.items()):
         add(ADMINDIR / "triggers" / trigger, "".join(interested).encode())
-    dpkg = next(p for p, _ in ordered if p.name == "dpkg")
-    return PackageDatabase(entries, kept_phases=frozenset({"preinst"}), steps=[(dpkg, CONFIGURE)])
+    return entries
