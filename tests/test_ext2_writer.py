@@ -475,8 +475,17 @@ def test_same_input_gives_the_same_bytes(tmp_path: Path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     # An odd size: the last group ends inside a bitmap byte.
     size = 256 * MIB + 1003 * 4096 + 5
-    for image in (first, second):
-        write_ext2(entries, image, size=size, uuid=FS_UUID, timestamp=FS_TIME, label="sm")
+    # The second copies file data from a helper process (copier.py): the same bytes.
+    for image, helper in ((first, False), (second, True)):
+        write_ext2(
+            entries,
+            image,
+            size=size,
+            uuid=FS_UUID,
+            timestamp=FS_TIME,
+            label="sm",
+            copy_helper=helper,
+        )
     assert filecmp.cmp(first, second, shallow=False)
     subprocess.run(["cmp", str(first), str(second)], check=True)
     e2fsck(first)
@@ -518,7 +527,8 @@ def test_lost_found_entry_keeps_its_metadata(tmp_path: Path) -> None:
     assert inodes["/lost+found"] == 11
 
 
-def test_content_spanning_block_groups(tmp_path: Path) -> None:
+@pytest.mark.parametrize("helper", [False, True], ids=["in-process", "copy-helper"])
+def test_content_spanning_block_groups(tmp_path: Path, helper: bool) -> None:
     """A tight image: files run across group metadata, inodes fill several groups."""
     contents = Contents(tmp_path / "content")
     chunk = os.urandom(3 * MIB + 5)
@@ -531,7 +541,8 @@ def test_content_spanning_block_groups(tmp_path: Path) -> None:
     match = re.search(r"needs at least (\d+) MiB", str(too_small.value))
     assert match, too_small.value
     image = tmp_path / "root"
-    write_ext2(entries, image, size=int(match[1]) * MIB, uuid=FS_UUID, timestamp=FS_TIME)
+    size = int(match[1]) * MIB
+    write_ext2(entries, image, size=size, uuid=FS_UUID, timestamp=FS_TIME, copy_helper=helper)
     e2fsck(image)
     # A file had to skip group 1's metadata (e2fsck's fragcheck names it)...
     report = subprocess.run(
@@ -610,15 +621,34 @@ def _replace(entry: FileEntry, **fields: object) -> FileEntry:
         (_not_empty, "/etc/liar", "holds 1 bytes"),
     ],
 )
+@pytest.mark.parametrize("helper", [False, True], ids=["in-process", "copy-helper"])
 def test_unrepresentable_entries_are_refused(
-    tmp_path: Path, build: BadEntries, path: str, words: str
+    tmp_path: Path, build: BadEntries, path: str, words: str, helper: bool
 ) -> None:
     entries = build(Contents(tmp_path / "content"))
     image = tmp_path / "root"
     with pytest.raises(OutputError) as refused:
-        write_ext2(entries, image, size=64 * MIB, uuid=FS_UUID, timestamp=FS_TIME)
+        write_ext2(
+            entries, image, size=64 * MIB, uuid=FS_UUID, timestamp=FS_TIME, copy_helper=helper
+        )
     assert path in str(refused.value) and words in str(refused.value)
     assert not image.exists()
+
+
+@pytest.mark.parametrize("helper", [False, True], ids=["in-process", "copy-helper"])
+def test_a_content_file_gone_is_refused(tmp_path: Path, helper: bool) -> None:
+    contents = Contents(tmp_path / "content")
+    entries = _sorted([*small_entries(contents), contents.file("/etc/gone", 0o644, b"soon\n")])
+    gone = next(e.content for e in entries if str(e.path) == "/etc/gone")
+    assert gone is not None
+    gone.unlink()
+    image = tmp_path / "root"
+    with pytest.raises(OutputError, match=r"/etc/gone into an ext2 image: cannot read .*gone"):
+        write_ext2(
+            entries, image, size=64 * MIB, uuid=FS_UUID, timestamp=FS_TIME, copy_helper=helper
+        )
+    assert not image.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("root")]
 
 
 # ------------------------------------------------------------------ as nobody

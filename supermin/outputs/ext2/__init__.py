@@ -21,6 +21,7 @@ from pathlib import Path
 from supermin.entry import FileEntry
 from supermin.errors import OutputError
 from supermin.outputs.ext2.blockmap import BLOCK_SIZE
+from supermin.outputs.ext2.copier import Copier
 from supermin.outputs.ext2.layout import MAX_BLOCKS, MIB, fits, minimum_size, plan_geometry
 from supermin.outputs.ext2.size import parse_size
 from supermin.outputs.ext2.tree import plan_tree
@@ -29,6 +30,8 @@ from supermin.outputs.ext2.writer import ImageWriter
 __all__ = ["parse_size", "write_ext2"]
 
 _LABEL_SIZE = 16
+# Bytes of file data from which a copying helper pays for its start (~30 ms).
+_HELPER_FROM = 64 * MIB
 
 
 def write_ext2(
@@ -39,6 +42,7 @@ def write_ext2(
     uuid: bytes,
     timestamp: int,
     label: str = "",
+    copy_helper: bool | None = None,
 ) -> None:
     """Write `entries` (merge's output: "/" first, parents before children) to `image`.
 
@@ -46,6 +50,9 @@ def write_ext2(
     `timestamp` (the superblock's times) make the bytes reproducible: the same
     arguments always give the same image. Raises OutputError, before writing
     anything, if the tree does not fit or holds something ext2 cannot represent.
+    File data is copied by a helper process beside this one (see copier.py)
+    when `copy_helper` says so, by default when there is enough of it to pay
+    for starting one.
     """
     raw_label = _check_arguments(size, uuid, timestamp, label)
     tree = plan_tree(entries, timestamp)
@@ -59,9 +66,16 @@ def write_ext2(
             f"do not fit in {size} bytes",
         )
     fd = _create(image, size)
+    copier = None
     try:
-        ImageWriter(fd, geometry, tree).write(uuid=uuid, label=raw_label, timestamp=timestamp)
+        if copy_helper is None:
+            copy_helper = sum(e.size for e in entries) >= _HELPER_FROM
+        copier = Copier(str(image)) if copy_helper else None
+        writer = ImageWriter(fd, geometry, tree, copier)
+        writer.write(uuid=uuid, label=raw_label, timestamp=timestamp)
     except BaseException as err:
+        if copier is not None:
+            copier.abort()
         os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(image)  # a half-written image must not look like a file system

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 from supermin.content import Content
 from supermin.entry import EntryKind, FileEntry
+from supermin.errors import OutputError
 from supermin.outputs.ext2.blockmap import BLOCK_SIZE, BlockMap, Run, map_blocks
+from supermin.outputs.ext2.copier import COPYING, OPENING, Copier, CopyFailure
 from supermin.outputs.ext2.layout import DESCRIPTOR_SIZE, INODE_SIZE, Geometry, has_superblock
 from supermin.outputs.ext2.records import (
     SUPERBLOCK_OFFSET,
@@ -97,7 +99,9 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
 
 
 class ImageWriter:
-    def __init__(self, fd: int, geometry: Geometry, tree: Tree) -> None:
+    def __init__(
+        self, fd: int, geometry: Geometry, tree: Tree, copier: Copier | None = None
+    ) -> None:
         self.fd = fd
         self.geometry = geometry
         self.tree = tree
@@ -105,12 +109,20 @@ class ImageWriter:
         self.sink = Sink(fd)
         self.inodes = bytearray(tree.used_inodes * INODE_SIZE)  # inode n at (n - 1) * size
         self.kernel_copy = True
+        # With a copier, file data is copied by its helper process while this
+        # one goes on placing inodes; the files queued, by record number.
+        self.copier = copier
+        self.queued: list[FileEntry] = []
 
     def write(self, *, uuid: bytes, label: bytes, timestamp: int) -> None:
         for node in self.tree.nodes:
             self.place(node)
         self.sink.flush()
         self.write_metadata(uuid=uuid, label=label, timestamp=timestamp)
+        if self.copier is not None:
+            failure = self.copier.finish()
+            if failure is not None:
+                raise self._copy_failure(failure)
 
     def place(self, node: Node) -> None:
         """Allocate and write the node's blocks, then fill in its inode."""
@@ -144,6 +156,9 @@ class ImageWriter:
         content = Content.of(entry)
         if content is None:
             return  # an empty file: the planner refused content-less data
+        if self.copier is not None:
+            self._queue(entry, content, runs)
+            return
         try:
             source, actual = content.open()
         except OSError as err:
@@ -199,6 +214,42 @@ class ImageWriter:
                 break  # the content file is shorter than it said
             copied += step
         return copied
+
+    def _queue(self, entry: FileEntry, content: Content, runs: Sequence[Run]) -> None:
+        number = len(self.queued)
+        self.queued.append(entry)
+        source = os.fsencode(content.path)
+        # A whole file is checked against the entry's size first, as in _copy.
+        check = entry.size if content.offset is None else -1
+        if not runs:
+            self.copier.copy(number, source, check, content.start, 0, 0)  # type: ignore[union-attr]
+        copied = 0
+        for run in runs:
+            length = min(run.count * BLOCK_SIZE, entry.size - copied)
+            self.copier.copy(  # type: ignore[union-attr]
+                number, source, check, content.start + copied, run.start * BLOCK_SIZE, length
+            )
+            check = -1
+            copied += length
+
+    def _copy_failure(self, failure: CopyFailure) -> OutputError:
+        entry = self.queued[failure.number]
+        content = Content.of(entry)
+        assert content is not None
+        if failure.stage == OPENING:
+            return refuse(
+                entry,
+                f"cannot read {content}: {os.strerror(failure.errno)}",
+                "its content file is unreadable or was removed while supermin ran",
+            )
+        if failure.stage == COPYING:
+            err = OSError(failure.errno, os.strerror(failure.errno))
+            return refuse(entry, f"copying {content}: {err.strerror}", _hint(err))
+        return refuse(
+            entry,
+            f"{content} holds {failure.held - content.start} bytes, the entry says {entry.size}",
+            "a content file changed while supermin ran; build again",
+        )
 
     def write_metadata(self, *, uuid: bytes, label: bytes, timestamp: int) -> None:
         """Superblocks, descriptors, bitmaps and used inode tables, one pwrite per group."""
