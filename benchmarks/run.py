@@ -120,17 +120,20 @@ def alternate(
 _SET_ASIDE: list[Path] = []
 # Deleting this many files or more is followed by a pause before the next row.
 _MANY_FILES = 1000
-_RECENTLY_DELETED = 31.0  # seconds: how long ext4 steps over a deleted inode, and then some
+# Seconds: how long ext4 steps over a deleted inode once written back (a sync
+# precedes the pause), and then some.
+_RECENTLY_DELETED = 61.0
 
 
 def fresh(path: Path) -> Path:
     """PATH gone (a directory or file left by the previous run), its parent present.
 
     A directory is renamed aside and deleted when its row is done: on a
-    journal-less ext4 (this machine's) a file created within 30 s of a mass
-    delete costs up to ten times more, because the inode allocator steps over
-    recently deleted inodes one by one. Deleting the previous run's tree here
-    would charge the next run for that clean-up.
+    journal-less ext4 (this machine's) a file created within a minute of a
+    mass delete costs up to ten times more, because the inode allocator steps
+    over recently deleted inodes one by one (ext4's recently_deleted(): 60 s
+    once the inode table is written back, 360 s while it is dirty). Deleting
+    the previous run's tree here would charge the next run for that clean-up.
     """
     if path.is_dir() and not path.is_symlink():
         aside = path.with_name(f".aside-{len(_SET_ASIDE)}-{path.name}")
@@ -149,6 +152,7 @@ def clear_aside(pause: bool) -> None:
         remove_tree(aside)
     _SET_ASIDE.clear()
     if pause and files >= _MANY_FILES:
+        os.sync()  # written back, the inode tables are stepped over for 60 s, not 360 s
         say(f"deleted {files} files set aside; waiting {_RECENTLY_DELETED:.0f} s (see fresh())")
         time.sleep(_RECENTLY_DELETED)
 
