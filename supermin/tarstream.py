@@ -11,7 +11,14 @@ from typing import Any
 import libarchive
 import libarchive.ffi as ffi
 
-from supermin.entry import ROOT, EntryKind, FileEntry, image_path, sorted_xattrs
+from supermin.entry import (
+    ROOT,
+    EntryKind,
+    FileEntry,
+    image_path,
+    kind_from_st_mode,
+    sorted_xattrs,
+)
 from supermin.errors import ArchiveError
 from supermin.spool import Pack, Spool
 
@@ -142,22 +149,11 @@ def store_member(
     return pack.finish(start)
 
 
-_KINDS_BY_FORMAT = {
-    0o100000: EntryKind.FILE,
-    0o040000: EntryKind.DIR,
-    0o120000: EntryKind.SYMLINK,
-    0o020000: EntryKind.CHAR,
-    0o060000: EntryKind.BLOCK,
-    0o010000: EntryKind.FIFO,
-    0o140000: EntryKind.SOCKET,
-}
-
-
-def _kind(filetype: int, name: object, where: str) -> EntryKind:
-    kind = _KINDS_BY_FORMAT.get(filetype & 0o170000)
-    if kind is None:
-        raise ArchiveError(f"{where}: member {name!r} has an unknown file type")
-    return kind
+def _kind(filetype: int, name: str, where: str) -> EntryKind:
+    try:
+        return kind_from_st_mode(filetype)
+    except ValueError:
+        raise ArchiveError(f"{where}: member {name!r} has an unknown file type") from None
 
 
 def _text(raw: bytes) -> str:
@@ -179,10 +175,10 @@ def _entries(
     entries: list[FileEntry] = []
     for member in archive:
         header = member._entry_p
-        raw_name = _pathname(header) or b""
+        name = _text(_pathname(header) or b"")
         hardlink = _hardlink(header)
-        kind = EntryKind.HARDLINK if hardlink else _kind(_filetype(header), _text(raw_name), where)
-        path = image_path(_text(raw_name), origin=where)
+        kind = EntryKind.HARDLINK if hardlink else _kind(_filetype(header), name, where)
+        path = image_path(name, origin=where)
         content = offset = None
         size = 0
         target: str | None = None
@@ -194,7 +190,7 @@ def _entries(
         elif kind is EntryKind.HARDLINK:
             target = str(image_path(_text(hardlink), origin=where))
         if path == ROOT and kind is not EntryKind.DIR:
-            raise ArchiveError(f"{where}: member {_text(raw_name)!r} would replace the root")
+            raise ArchiveError(f"{where}: member {name!r} would replace the root")
         uid, gid = _uid(header), _gid(header)
         entries.append(
             FileEntry(
