@@ -95,8 +95,14 @@ class Copier:
                     stream.close()
 
 
-def _copy_range(source: int, image: int, offset: int, target: int, length: int) -> int:
-    """Copy `length` bytes; how many the source had. copy_file_range, else pread/pwrite."""
+def copy_range(source: int, image: int, offset: int, target: int, length: int) -> int:
+    """Copy `length` bytes; how many the source had. copy_file_range, else pread/pwrite.
+
+    The writer's own copies (no helper) go through here too. copy_file_range
+    refuses some file pairs (across file systems before Linux 5.3 and across
+    file system types since 5.19): offsets are explicit, so read and write
+    simply take over.
+    """
     copied = 0
     while copied < length:
         count = length - copied
@@ -140,7 +146,7 @@ def _serve(image_path: str) -> None:
                 stdout.write(_ANSWER.pack(number, SHORT, 0, size))
                 return
         try:
-            copied = _copy_range(opened[1], image, offset, target, length)
+            copied = copy_range(opened[1], image, offset, target, length)
         except OSError as err:
             stdout.write(_ANSWER.pack(number, COPYING, err.errno or errno.EIO, 0))
             return

@@ -16,7 +16,7 @@ from supermin.content import Content
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import OutputError
 from supermin.outputs.ext2.blockmap import BLOCK_SIZE, BlockMap, Run, map_blocks
-from supermin.outputs.ext2.copier import COPYING, OPENING, Copier, CopyFailure
+from supermin.outputs.ext2.copier import COPYING, OPENING, Copier, CopyFailure, copy_range
 from supermin.outputs.ext2.layout import DESCRIPTOR_SIZE, INODE_SIZE, Geometry, has_superblock
 from supermin.outputs.ext2.records import (
     SUPERBLOCK_OFFSET,
@@ -29,13 +29,7 @@ from supermin.outputs.ext2.tree import Node, Tree, refuse
 from supermin.outputs.ext2.xattrs import XATTR_OFFSET
 
 _FLUSH_AT = 8 << 20  # bytes of consecutive blocks gathered into one pwrite
-_READ_CHUNK = 1 << 20
 _NO_I_BLOCK = bytes(60)
-# copy_file_range(2) refuses some file pairs (across file systems before Linux 5.3
-# and across file system types since 5.19); pread/pwrite take over.
-_COPY_UNSUPPORTED = frozenset(
-    {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM}
-)
 
 
 class Allocator:
@@ -108,7 +102,6 @@ class ImageWriter:
         self.allocator = Allocator(geometry)
         self.sink = Sink(fd)
         self.inodes = bytearray(tree.used_inodes * INODE_SIZE)  # inode n at (n - 1) * size
-        self.kernel_copy = True
         # With a copier, file data is copied by its helper process while this
         # one goes on placing inodes; the files queued, by record number.
         self.copier = copier
@@ -186,47 +179,26 @@ class ImageWriter:
         copied = 0
         for run in runs:
             length = min(run.count * BLOCK_SIZE, size - copied)
-            done = self._copy_range(source, start + copied, run.start * BLOCK_SIZE, length)
+            done = copy_range(source, self.fd, start + copied, run.start * BLOCK_SIZE, length)
             copied += done
             if done < length:
                 break
         return copied
 
-    def _copy_range(self, source: int, offset: int, target: int, length: int) -> int:
-        copied = 0
-        while copied < length:
-            count = length - copied
-            if self.kernel_copy:
-                try:
-                    step = os.copy_file_range(
-                        source, self.fd, count, offset + copied, target + copied
-                    )
-                except OSError as err:
-                    if err.errno not in _COPY_UNSUPPORTED:
-                        raise
-                    self.kernel_copy = False  # offsets are explicit: just go on another way
-                    continue
-            else:
-                chunk = os.pread(source, min(count, _READ_CHUNK), offset + copied)
-                pwrite_all(self.fd, chunk, target + copied)
-                step = len(chunk)
-            if step == 0:
-                break  # the content file is shorter than it said
-            copied += step
-        return copied
-
     def _queue(self, entry: FileEntry, content: Content, runs: Sequence[Run]) -> None:
+        copier = self.copier
+        assert copier is not None
         number = len(self.queued)
         self.queued.append(entry)
         source = os.fsencode(content.path)
         # A whole file is checked against the entry's size first, as in _copy.
         check = entry.size if content.offset is None else -1
         if not runs:
-            self.copier.copy(number, source, check, content.start, 0, 0)  # type: ignore[union-attr]
+            copier.copy(number, source, check, content.start, 0, 0)
         copied = 0
         for run in runs:
             length = min(run.count * BLOCK_SIZE, entry.size - copied)
-            self.copier.copy(  # type: ignore[union-attr]
+            copier.copy(
                 number, source, check, content.start + copied, run.start * BLOCK_SIZE, length
             )
             check = -1
