@@ -226,26 +226,31 @@ def write_output(
             directory.mkdir()
             epoch = source_date_epoch()
             timestamp = epoch if epoch is not None else int(time.time())
+
+            def boot_files() -> None:
+                # supermin's layout: the root boots with DIR/kernel and the mini-initrd.
+                write_mini_initrd(
+                    kernel,
+                    entries,
+                    directory / "initrd",
+                    host_root=host_root,
+                    spool=Spool(stage.work / "mini-initrd"),
+                    mtime=timestamp,
+                    compression=options.compression,
+                    report=report or Reporter(),
+                )
+                if kernel is not None:
+                    place_kernel(kernel, directory / "kernel", options.copy_kernel, stage)
+
+            # The boot files are made while the image's data is still being copied.
             write_ext2(
                 entries,
                 directory / "root",
                 size=options.size,
                 uuid=filesystem_uuid(entries, epoch),
                 timestamp=timestamp,
+                meanwhile=boot_files,
             )
-            # supermin's layout: the root boots with DIR/kernel and the mini-initrd.
-            write_mini_initrd(
-                kernel,
-                entries,
-                directory / "initrd",
-                host_root=host_root,
-                spool=Spool(stage.work / "mini-initrd"),
-                mtime=timestamp,
-                compression=options.compression,
-                report=report or Reporter(),
-            )
-            if kernel is not None:
-                place_kernel(kernel, directory / "kernel", options.copy_kernel, stage)
         case OutputFormat.INITRD if kernel is not None:
             directory = stage.path(output)
             directory.mkdir()

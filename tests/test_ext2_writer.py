@@ -651,6 +651,66 @@ def test_a_content_file_gone_is_refused(tmp_path: Path, helper: bool) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("root")]
 
 
+@pytest.mark.parametrize("helper", [False, True], ids=["in-process", "copy-helper"])
+def test_work_done_meanwhile(tmp_path: Path, helper: bool) -> None:
+    """The caller's other work runs before the last copy is waited for; its
+    failure removes the image, as a failure of the writer's own does."""
+    entries = small_entries(Contents(tmp_path / "content"))
+    image = tmp_path / "root"
+    ran: list[bool] = []
+    write_ext2(
+        entries,
+        image,
+        size=64 * MIB,
+        uuid=FS_UUID,
+        timestamp=FS_TIME,
+        copy_helper=helper,
+        meanwhile=lambda: ran.append(image.exists()),
+    )
+    assert ran == [True]
+    e2fsck(image)
+    listing, _inodes = debugfs_listing(image, tmp_path / "dump")
+    assert without_lost_found(listing) == expected_listing(entries)
+
+    def fails() -> None:
+        raise OutputError("the boot files failed")
+
+    other = tmp_path / "other"
+    with pytest.raises(OutputError, match="the boot files failed"):
+        write_ext2(
+            entries,
+            other,
+            size=64 * MIB,
+            uuid=FS_UUID,
+            timestamp=FS_TIME,
+            copy_helper=helper,
+            meanwhile=fails,
+        )
+    assert not other.exists()
+
+
+def test_a_refused_plan_stops_the_helper(tmp_path: Path) -> None:
+    """The helper starts before planning; a refusal must not leave it behind."""
+    entries = small_entries(Contents(tmp_path / "content"))
+    before = _children()
+    with pytest.raises(OutputError, match="needs at least"):
+        write_ext2(
+            entries, tmp_path / "root", size=MIB, uuid=FS_UUID, timestamp=FS_TIME, copy_helper=True
+        )
+    assert _children() == before
+    assert not (tmp_path / "root").exists()
+
+
+def _children() -> set[int]:
+    """This process's child processes still alive (zombies included)."""
+    me = os.getpid()
+    found = set()
+    for task in Path(f"/proc/{me}/task").iterdir():
+        children = (task / "children").read_text().split()
+        found.update(int(pid) for pid in children)
+    return found
+
+
 # ------------------------------------------------------------------ as nobody
 
 UNPRIVILEGED_WRITE = """

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from supermin.entry import FileEntry
@@ -43,6 +43,7 @@ def write_ext2(
     timestamp: int,
     label: str = "",
     copy_helper: bool | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> None:
     """Write `entries` (merge's output: "/" first, parents before children) to `image`.
 
@@ -52,30 +53,39 @@ def write_ext2(
     anything, if the tree does not fit or holds something ext2 cannot represent.
     File data is copied by a helper process beside this one (see copier.py)
     when `copy_helper` says so, by default when there is enough of it to pay
-    for starting one.
+    for starting one. `meanwhile` is other work of the caller's (the boot
+    files beside the image), done while the helper finishes its copies; if it
+    raises, the image is removed as for a failure of its own.
     """
     raw_label = _check_arguments(size, uuid, timestamp, label)
-    tree = plan_tree(entries, timestamp)
-    geometry = plan_geometry(size, tree.used_inodes)
-    if geometry is None or not fits(geometry, tree.used_blocks, tree.used_inodes):
-        need = minimum_size(tree.used_blocks, tree.used_inodes) // MIB
-        raise OutputError(
-            f"cannot write {image}: the appliance needs at least {need} MiB; "
-            f"use --size {need}M or more",
-            f"{tree.used_blocks} blocks of {BLOCK_SIZE} bytes and {tree.used_inodes} inodes "
-            f"do not fit in {size} bytes",
-        )
-    fd = _create(image, size)
-    copier = None
+    if copy_helper is None:
+        copy_helper = sum(e.size for e in entries) >= _HELPER_FROM
+    # Started first: its start-up overlaps the planning. It opens the image
+    # only when the first copy comes.
+    copier = Copier(str(image)) if copy_helper else None
+    fd = None
     try:
-        if copy_helper is None:
-            copy_helper = sum(e.size for e in entries) >= _HELPER_FROM
-        copier = Copier(str(image)) if copy_helper else None
+        tree = plan_tree(entries, timestamp)
+        geometry = plan_geometry(size, tree.used_inodes)
+        if geometry is None or not fits(geometry, tree.used_blocks, tree.used_inodes):
+            need = minimum_size(tree.used_blocks, tree.used_inodes) // MIB
+            raise OutputError(
+                f"cannot write {image}: the appliance needs at least {need} MiB; "
+                f"use --size {need}M or more",
+                f"{tree.used_blocks} blocks of {BLOCK_SIZE} bytes and {tree.used_inodes} inodes "
+                f"do not fit in {size} bytes",
+            )
+        fd = _create(image, size)
         writer = ImageWriter(fd, geometry, tree, copier)
         writer.write(uuid=uuid, label=raw_label, timestamp=timestamp)
+        if meanwhile is not None:
+            meanwhile()
+        writer.finish()
     except BaseException as err:
         if copier is not None:
             copier.abort()
+        if fd is None:
+            raise  # refused before the image was created
         os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(image)  # a half-written image must not look like a file system

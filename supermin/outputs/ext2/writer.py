@@ -108,10 +108,14 @@ class ImageWriter:
         self.queued: list[FileEntry] = []
 
     def write(self, *, uuid: bytes, label: bytes, timestamp: int) -> None:
+        """Place every inode and write the metadata; a copier may still be copying."""
         for node in self.tree.nodes:
             self.place(node)
         self.sink.flush()
         self.write_metadata(uuid=uuid, label=label, timestamp=timestamp)
+
+    def finish(self) -> None:
+        """Wait for the copier's last copy; its first failure, as the writer's own."""
         if self.copier is not None:
             failure = self.copier.finish()
             if failure is not None:
