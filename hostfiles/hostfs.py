@@ -16,7 +16,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from supermin.entry import EntryKind, FileEntry, image_path, kind_from_st_mode
+from supermin.entry import EntryKind, FileEntry, clean_path, image_components, kind_from_st_mode
 
 
 @functools.cache
@@ -35,11 +35,20 @@ def _group(gid: int) -> str:
         return str(gid)
 
 
+def _clean_components(directory: Path) -> list[str] | None:
+    """The components of an absolute directory without "..", else None."""
+    parts = directory.parts
+    if not parts or parts[0] != "/" or ".." in parts:
+        return None
+    return list(parts[1:])
+
+
 class HostFiles:
     def __init__(self, sysroot: Path = Path("/")) -> None:
         self.sysroot = sysroot
         self.unreadable: list[str] = []
         self._inodes: dict[tuple[int, int], PurePosixPath] = {}
+        self._root = _clean_components(sysroot)
 
     def host_path(self, image: PurePosixPath) -> Path:
         return self.sysroot / str(image).lstrip("/")
@@ -52,19 +61,26 @@ class HostFiles:
         """
         found = []
         sysroot = str(self.sysroot)
+        root = self._root
         for name in names:
-            path = image_path(name)
-            relative = str(path).lstrip("/")
-            if not relative:
+            components = image_components(name)
+            if not components:
                 continue
-            entry = self._entry(os.path.join(sysroot, relative), path, origin)
+            image = clean_path(PurePosixPath, components)
+            if root is None:
+                host = os.path.join(sysroot, *components)
+                entry = self._entry(host, None, image, origin)
+            else:
+                host_components = [*root, *components]
+                host = "/" + "/".join(host_components)
+                entry = self._entry(host, host_components, image, origin)
             if entry is not None:
                 found.append(entry)
         return found
 
     def entry(self, image: PurePosixPath, origin: str) -> FileEntry | None:
         """The entry for `image` as the host has it, or None if it does not exist."""
-        return self._entry(str(self.host_path(image)), image, origin)
+        return self._entry(str(self.host_path(image)), None, image, origin)
 
     def tree(self, host_dir: Path, image_dir: PurePosixPath, origin: str) -> list[FileEntry]:
         """Entries for a whole host directory (e.g. a kernel's modules) placed at `image_dir`.
@@ -72,15 +88,16 @@ class HostFiles:
         Symlinks inside are kept as symlinks, never followed.
         """
         found: list[FileEntry] = []
-        # Plain strings while walking: pathlib joins per file cost more than the lstat.
-        base = str(image_dir).rstrip("/")
+        host_base = _clean_components(host_dir)
+        image_base = list(image_dir.parts[1:])
+        top_dir = str(host_dir)
         for top, dirs, files in os.walk(host_dir, onerror=lambda e: self._walk_error(e)):
             dirs.sort()
-            relative = Path(top).relative_to(host_dir).as_posix()
-            image_top = base if relative == "." else f"{base}/{relative}"
-            top_entry = self._entry(
-                top, image_dir if relative == "." else PurePosixPath(image_top), origin
-            )
+            # Components, not pathlib joins: per file those cost more than the lstat.
+            relative = [] if top == top_dir else top[len(top_dir) :].strip("/").split("/")
+            host_top = None if host_base is None else [*host_base, *relative]
+            image_top = [*image_base, *relative]
+            top_entry = self._entry(top, host_top, clean_path(PurePosixPath, image_top), origin)
             if top_entry is not None:
                 found.append(top_entry)
             for name in [
@@ -88,7 +105,10 @@ class HostFiles:
                 *(d for d in dirs if os.path.islink(os.path.join(top, d))),
             ]:
                 entry = self._entry(
-                    os.path.join(top, name), PurePosixPath(f"{image_top}/{name}"), origin
+                    os.path.join(top, name),
+                    None if host_top is None else [*host_top, name],
+                    clean_path(PurePosixPath, [*image_top, name]),
+                    origin,
                 )
                 if entry is not None:
                     found.append(entry)
@@ -97,7 +117,10 @@ class HostFiles:
     def _walk_error(self, error: OSError) -> None:
         self.unreadable.append(str(error.filename))
 
-    def _entry(self, host: str, image: PurePosixPath, origin: str) -> FileEntry | None:
+    def _entry(
+        self, host: str, host_components: list[str] | None, image: PurePosixPath, origin: str
+    ) -> FileEntry | None:
+        """`host` described as `image`; `host_components` are host's own if it is clean."""
         try:
             st = os.lstat(host)
         except FileNotFoundError:
@@ -120,7 +143,11 @@ class HostFiles:
             if first != image:
                 kind, target = EntryKind.HARDLINK, str(first)
             else:
-                content, size = Path(host), st.st_size
+                size = st.st_size
+                if host_components is None:
+                    content = Path(host)
+                else:
+                    content = clean_path(Path, host_components)
         return FileEntry(
             path=image,
             kind=kind,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import stat
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PosixPath, PurePath, PurePosixPath
+from typing import Any, TypeVar
 
 from supermin.errors import ArchiveError
 
@@ -78,12 +80,39 @@ def sorted_xattrs(pairs: Iterable[tuple[str, bytes]]) -> tuple[tuple[str, bytes]
     return tuple(sorted(dict(pairs).items()))
 
 
+_P = TypeVar("_P", bound=PurePath)
+# Python 3.11's pathlib parses every path it is given (3 µs), more than the
+# lstat of a host file costs; a path whose components are already known can
+# skip that through the constructor pathlib itself uses for them. Later
+# versions parse lazily and changed that constructor: they take the plain way.
+_PARSED_PARTS = sys.version_info[:2] == (3, 11)
+
+
+def clean_path(cls: type[_P], components: list[str]) -> _P:
+    """`cls("/" + "/".join(components))` for non-empty components without "/", "." or "..".
+
+    Callers guarantee that (every component comes from splitting a path and
+    dropping empty and "." ones, or from a directory listing); the result
+    then equals, hashes and prints as the parsed path would.
+    """
+    if _PARSED_PARTS:
+        concrete: Any = PosixPath if cls is Path else cls  # Path() itself picks PosixPath
+        made: _P = concrete._from_parsed_parts("", "/", ["/", *components])
+        return made
+    return cls("/" + "/".join(components))
+
+
 def image_path(name: str, *, origin: str = "") -> PurePosixPath:
     """Normalise an archive member name into an absolute image path.
 
     A `..` component is refused rather than clamped: no honest package needs
     one, and a hostile archive uses it to write outside the root.
     """
+    return clean_path(PurePosixPath, image_components(name, origin=origin))
+
+
+def image_components(name: str, *, origin: str = "") -> list[str]:
+    """The components of `image_path(name)` below the root ([] for the root itself)."""
     parts: list[str] = []
     for part in name.split("/"):
         if part in ("", "."):
@@ -95,12 +124,17 @@ def image_path(name: str, *, origin: str = "") -> PurePosixPath:
                 "the archive is corrupt or hostile",
             )
         parts.append(part)
-    return PurePosixPath("/" + "/".join(parts))
+    return parts
+
+
+_KIND_OF_FORMAT = {
+    bits: kind for kind, bits in KIND_FORMAT_BITS.items() if kind is not EntryKind.HARDLINK
+}
 
 
 def kind_from_st_mode(st_mode: int) -> EntryKind:
     fmt = stat.S_IFMT(st_mode)
-    for kind, bits in KIND_FORMAT_BITS.items():
-        if bits == fmt and kind is not EntryKind.HARDLINK:
-            return kind
-    raise ValueError(f"unknown file type {fmt:o}")
+    kind = _KIND_OF_FORMAT.get(fmt)
+    if kind is None:
+        raise ValueError(f"unknown file type {fmt:o}")
+    return kind

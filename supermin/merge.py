@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from supermin.entry import ROOT, EntryKind, FileEntry
+from supermin.entry import ROOT, EntryKind, FileEntry, clean_path
 from supermin.errors import ArchiveError
 
 _MAX_SYMLINK_HOPS = 40
@@ -130,14 +130,15 @@ def _relocate(tree: _Tree) -> None:
             moved.append((entry, tree.rank.pop(path)))
     # The last component is never followed, so an entry's new path is its
     # directory's resolution plus its name; that holds until `links` changes.
-    resolved: dict[str, str] = {}
+    resolved: dict[str, list[str]] = {}  # directory -> the components of its resolution
     for entry, rank in moved:
         directory, _, name = str(entry.path).rpartition("/")
         where = resolved.get(directory)
         if where is None:
             parts = [part for part in directory.split("/") if part]
-            where = resolved[directory] = _canonical(links, parts, entry.path, follow_last=True)
-        new_path = PurePosixPath(f"{where}/{name}")
+            key = _canonical(links, parts, entry.path, follow_last=True)
+            where = resolved[directory] = key.split("/")[1:]
+        new_path = clean_path(PurePosixPath, [*where, name])
         if tree.put(dataclasses.replace(entry, path=new_path), rank):
             # Later lookups see the tree as it is now, as a lookup in tree.entries would.
             was = links.get(str(new_path))

@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from supermin.content import read_content
-from supermin.entry import EntryKind, FileEntry
+from supermin.entry import EntryKind, FileEntry, clean_path, image_path
 from supermin.errors import ArchiveError, InputError
 from supermin.inputs import read_inputs, tarball_entries
 from supermin.merge import Layer, merge
@@ -135,3 +135,26 @@ def test_hardlink_to_an_excluded_file_becomes_the_file(tmp_path: Path) -> None:
 def test_file_where_a_directory_is_needed_is_an_error() -> None:
     with pytest.raises(ArchiveError, match="/etc"):
         merge([Layer([_file("/etc"), _file("/etc/passwd")])])
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["/", "usr", "/usr/bin/", "./usr//lib/./x86_64-linux-gnu/libc.so.6", "etc/ünïcode", "a/b c/d"],
+)
+def test_image_paths_built_from_components_equal_parsed_ones(name: str) -> None:
+    """image_path skips pathlib's parsing: the result must behave exactly as a parsed path."""
+    fast = image_path(name)
+    parsed = PurePosixPath("/" + name.strip("/")).relative_to("/")
+    parsed = PurePosixPath("/") / parsed
+    assert fast == parsed and hash(fast) == hash(parsed) and str(fast) == str(parsed)
+    assert fast.parts == parsed.parts and fast.parent == parsed.parent
+    assert fast.name == parsed.name and fast / "x" == parsed / "x"
+    assert sorted([fast, PurePosixPath("/m")]) == sorted([parsed, PurePosixPath("/m")])
+    concrete = clean_path(Path, list(parsed.parts[1:]))
+    assert type(concrete) is type(Path("/")) and concrete == Path(str(parsed))
+    assert str(concrete) == str(parsed) and concrete.exists() == Path(str(parsed)).exists()
+
+
+def test_image_path_refuses_dot_dot() -> None:
+    with pytest.raises(ArchiveError, match=r"'\.\.' in a path"):
+        image_path("usr/../../etc/shadow", origin="evil.deb")
