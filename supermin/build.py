@@ -22,7 +22,7 @@ from supermin.hostfiles.globs import hostfile_entries
 from supermin.hostfiles.hostfs import HostFiles
 from supermin.inputs import read_inputs, tarball_entries
 from supermin.kernel import Kernel, KernelSearch, find_kernel
-from supermin.merge import Layer, merge
+from supermin.merge import Layer, lands_at, merge, merge_subtree
 from supermin.miniinitrd import write_mini_initrd
 from supermin.outputs.archives import dropped_xattrs as cpio_dropped_xattrs
 from supermin.outputs.archives import write_cpio, write_tar
@@ -140,14 +140,16 @@ def with_kernel_modules(
         return entries
     version = kernel.version or kernel.modules.name
     host = HostFiles(host_root)
-    modules = host.tree(kernel.modules, PurePosixPath("/lib/modules") / version, "kernel")
+    # Walked straight to where merge would move it (/usr/lib/modules with merged /usr).
+    at = lands_at(entries, PurePosixPath("/lib/modules") / version)
+    modules = host.tree(kernel.modules, at, "kernel")
     if host.unreadable:
         report.warn(
             f"{len(host.unreadable)} files of the kernel modules in {kernel.modules} could "
             f"not be read and were left out (first: {host.unreadable[0]})"
         )
     report.info(f"kernel modules: {len(modules)} entries from {kernel.modules}")
-    return merge([Layer(entries), Layer(modules)], (), source_date_epoch())
+    return merge_subtree(entries, modules, at, source_date_epoch())
 
 
 # An early console needs these before udev or devtmpfs exist; packages may override.

@@ -158,3 +158,71 @@ def test_image_paths_built_from_components_equal_parsed_ones(name: str) -> None:
 def test_image_path_refuses_dot_dot() -> None:
     with pytest.raises(ArchiveError, match=r"'\.\.' in a path"):
         image_path("usr/../../etc/shadow", origin="evil.deb")
+
+
+def _modules_dir(root: Path) -> Path:
+    """A kernel's modules directory as a host has one: nested dirs, symlinks, a hardlink."""
+    top = root / "6.1.0-9-amd64"
+    (top / "kernel" / "drivers" / "net").mkdir(parents=True)
+    (top / "kernel" / "fs").mkdir()
+    (top / "kernel" / "drivers" / "net" / "virtio_net.ko").write_bytes(b"\x7fELF net")
+    (top / "kernel" / "fs" / "ext4.ko").write_bytes(b"\x7fELF ext4")
+    os.link(top / "kernel" / "fs" / "ext4.ko", top / "kernel" / "drivers" / "alias.ko")
+    (top / "modules.dep").write_text("kernel/fs/ext4.ko:\n")
+    (top / "build").symlink_to("/usr/src/linux-headers-6.1.0-9-amd64")
+    (top / "source").symlink_to("build")
+    return top
+
+
+def _host_system(usr_merged: bool, extra: list[FileEntry], epoch: int | None) -> list[FileEntry]:
+    def d(path: str) -> FileEntry:
+        return FileEntry(PurePosixPath(path), EntryKind.DIR, 0o755, mtime=50)
+
+    layer = [d("/"), d("/usr"), d("/usr/lib"), d("/etc"), *extra]
+    layer.append(FileEntry(PurePosixPath("/etc/hostname"), EntryKind.FILE, 0o644, mtime=60))
+    if usr_merged:
+        layer.append(FileEntry(PurePosixPath("/lib"), EntryKind.SYMLINK, 0o777, target="usr/lib"))
+    else:
+        layer.append(d("/lib"))
+    return merge([Layer(layer)], (), epoch)  # as the build's first merge
+
+
+@pytest.mark.parametrize("usr_merged", [True, False], ids=["merged-usr", "split-usr"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        [FileEntry(PurePosixPath("/usr/lib/modules"), EntryKind.DIR, 0o700, mtime=7)],
+        # Something already where the modules land: the full merge decides.
+        [FileEntry(PurePosixPath("/usr/lib/modules/6.1.0-9-amd64/extra/x.ko"), EntryKind.FILE, 0)],
+    ],
+    ids=["no-modules-dir", "modules-dir", "overlap"],
+)
+@pytest.mark.parametrize("epoch", [None, 55])
+def test_merge_subtree_equals_the_full_merge(
+    tmp_path: Path, usr_merged: bool, extra: list[FileEntry], epoch: int | None
+) -> None:
+    from supermin.hostfiles.hostfs import HostFiles
+    from supermin.merge import lands_at, merge_subtree
+
+    modules = _modules_dir(tmp_path)
+    entries = _host_system(usr_merged, extra, epoch)
+    wanted = PurePosixPath("/lib/modules/6.1.0-9-amd64")
+    at = lands_at(entries, wanted)
+    assert at == (PurePosixPath("/usr") / wanted.relative_to("/") if usr_merged else wanted)
+    spliced = merge_subtree(entries, HostFiles().tree(modules, at, "kernel"), at, epoch)
+    full = merge([Layer(entries), Layer(HostFiles().tree(modules, wanted, "kernel"))], (), epoch)
+    assert spliced == full
+    assert str(at / "kernel/fs/ext4.ko") in {str(e.path) for e in spliced}
+
+
+def test_merge_subtree_under_a_file_is_the_full_merges_error(tmp_path: Path) -> None:
+    from supermin.hostfiles.hostfs import HostFiles
+    from supermin.merge import merge_subtree
+
+    modules = _modules_dir(tmp_path)
+    blocker = FileEntry(PurePosixPath("/lib"), EntryKind.FILE, 0o644)
+    entries = merge([Layer([blocker])])
+    at = PurePosixPath("/lib/modules/6.1.0-9-amd64")
+    with pytest.raises(ArchiveError, match=r"needs /lib to be a directory"):
+        merge_subtree(entries, HostFiles().tree(modules, at, "kernel"), at)
