@@ -135,7 +135,9 @@ class HostFiles:
         if kind is EntryKind.SYMLINK:
             target = os.readlink(host)
         elif kind is EntryKind.FILE:
-            if not os.access(host, os.R_OK):
+            # Readable by others (nearly every system file): anyone may read it,
+            # no need to ask the kernel again.
+            if not st.st_mode & stat.S_IROTH and not os.access(host, os.R_OK):
                 self.unreadable.append(str(image))
                 return None
             key = (st.st_dev, st.st_ino)
