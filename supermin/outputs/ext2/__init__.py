@@ -60,11 +60,13 @@ def write_ext2(
     raw_label = _check_arguments(size, uuid, timestamp, label)
     if copy_helper is None:
         copy_helper = sum(e.size for e in entries) >= _HELPER_FROM
-    # Started first: its start-up overlaps the planning. It opens the image
-    # only when the first copy comes.
-    copier = Copier(str(image)) if copy_helper else None
+    copier = None
     fd = None
+    callers = False  # in `meanwhile`: its errors are the caller's, passed on as they are
     try:
+        # Started first: its start-up overlaps the planning. It opens the image
+        # only when the first copy comes.
+        copier = Copier(str(image)) if copy_helper else None
         tree = plan_tree(entries, timestamp)
         geometry = plan_geometry(size, tree.used_inodes)
         if geometry is None or not fits(geometry, tree.used_blocks, tree.used_inodes):
@@ -79,17 +81,18 @@ def write_ext2(
         writer = ImageWriter(fd, geometry, tree, copier)
         writer.write(uuid=uuid, label=raw_label, timestamp=timestamp)
         if meanwhile is not None:
+            callers = True
             meanwhile()
+            callers = False
         writer.finish()
     except BaseException as err:
         if copier is not None:
             copier.abort()
-        if fd is None:
-            raise  # refused before the image was created
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(image)  # a half-written image must not look like a file system
-        if isinstance(err, OSError):
+        if fd is not None:  # else refused before the image was created
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(image)  # a half-written image must not look like a file system
+        if isinstance(err, OSError) and not callers:
             raise OutputError(f"cannot write {image}: {err.strerror}") from err
         raise
     os.close(fd)
