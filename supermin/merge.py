@@ -270,14 +270,27 @@ def merge_subtree(
         return entries
     top = str(at)
     inside = top.rstrip("/") + "/"
-    plain = lands_at(entries, at) == at and all(
+    plain = all(
         (text == top or text.startswith(inside))
         and (e.kind is not EntryKind.HARDLINK or (e.target or "").startswith(inside))
         for e in subtree
         for text in (str(e.path),)
     )
-    if plain and not any(str(e.path) == top or str(e.path).startswith(inside) for e in entries):
-        present = {e.path: e for e in entries}
+    # One pass over the tree: its symlinks (for where `at` lands), anything
+    # already at or under `at`, and the directories above it.
+    links: dict[str, str] = {}
+    above = {str(parent) for parent in at.parents}
+    present: dict[PurePosixPath, FileEntry] = {}
+    for entry in entries if plain else ():
+        text = str(entry.path)
+        if text == top or text.startswith(inside):
+            plain = False
+            break
+        if entry.kind is EntryKind.SYMLINK:
+            links[text] = entry.target or ""
+        if text in above:
+            present[entry.path] = entry
+    if plain and _canonical(links, list(at.parts[1:]), at) == top:
         added: list[FileEntry] = []
         for entry in merge([Layer(subtree)], (), source_date_epoch):
             existing = present.get(entry.path)
