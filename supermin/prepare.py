@@ -58,7 +58,7 @@ def explain(resolution: Resolution, report: Reporter) -> None:
     report.info(f"closure: {len(packages)} packages")
     for package in packages:
         chain = " -> ".join(resolution.why(package.name))
-        flag = " (requested)" if resolution.graph.nodes[package.name]["root"] else ""
+        flag = " (requested)" if resolution.is_root(package.name) else ""
         report.info(f"  {package.nva}{flag}: {chain}")
 
 

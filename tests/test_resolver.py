@@ -506,3 +506,37 @@ def test_install_order_is_the_same_in_every_process(extra_debs: Path, tmp_path: 
         )
         orders.add(proc.stdout.strip())
     assert orders == {"cyc-base cyc-b cyc-a cyc-top strict-x strict-y"}
+
+
+_PREPARE_SCRIPT = """
+import sys
+from supermin.cli import main
+status = main(["prepare", "cyc-top", "--repo", sys.argv[1], "-o", sys.argv[2]])
+print(status, sorted(m for m in sys.modules if m.split(".")[0] == "networkx"))
+"""
+
+
+def test_prepare_does_not_import_networkx(extra_debs: Path, tmp_path: Path) -> None:
+    """prepare needs the closure, not its graph: the 65-80 ms import is left to build."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _PREPARE_SCRIPT, str(extra_debs / "cycle"), "out"],
+        cwd=tmp_path,  # not the checkout: its supermin/ would shadow the installed package
+        env={**os.environ, "SUPERMIN_CACHE_DIR": str(tmp_path / "cache")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert proc.stdout.split() == ["0", "[]"], proc.stderr
+    assert (tmp_path / "out" / "packages").read_text() == "cyc-top\n"
+
+
+def test_graph_is_the_walks_closure(extra_debs: Path) -> None:
+    """The graph built on first use has the walk's packages, roots and edges, in its order."""
+    resolution = resolve(_pool(extra_debs / "cycle"), ["cyc-top", "strict-x"])
+    graph = resolution.graph
+    assert list(graph) == list(resolution.chosen)
+    assert {n for n in graph if graph.nodes[n]["root"]} == {"cyc-top", "strict-x"}
+    assert all(graph.nodes[n]["package"] is p for n, p in resolution.chosen.items())
+    edges = {(a, b) for a, deps in resolution.edges.items() for b in deps}
+    assert set(graph.edges) == edges and len(edges) > 2
+    assert resolution.graph is graph  # built once
