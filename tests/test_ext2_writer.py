@@ -30,7 +30,7 @@ from support.privileges import NOBODY, make_world_dir, run_unprivileged
 from supermin.content import read_content
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import OutputError
-from supermin.outputs.ext2 import parse_size, write_ext2
+from supermin.outputs.ext2 import EarlyCopies, parse_size, write_ext2
 from supermin.outputs.ext2.blockmap import (
     POINTERS,
     BlockMap,
@@ -944,3 +944,110 @@ def test_parse_size(text: str, size: int) -> None:
 def test_parse_size_refuses(text: str, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         parse_size(text)
+
+
+# ------------------------------------------------------------------ early copies
+
+
+def _early_write(
+    entries: list[FileEntry], offered: Sequence[FileEntry], image: Path, size: int = 64 * MIB
+) -> None:
+    early = EarlyCopies.start(image, size)
+    assert early is not None
+    early.offer(offered)
+    write_ext2(entries, image, size=size, uuid=FS_UUID, timestamp=FS_TIME, early=early)
+
+
+def _first_block(image: Path, path: str) -> int:
+    out = subprocess.run(
+        ["debugfs", "-R", f"blocks {path}", str(image)], capture_output=True, text=True, check=True
+    ).stdout
+    return min(int(n) for n in out.split())
+
+
+def _dumpe2fs_used_bytes(image: Path) -> int:
+    header = subprocess.run(["dumpe2fs", "-h", str(image)], capture_output=True, text=True)
+    count = int(re.search(r"^Block count:\s+(\d+)", header.stdout, re.M)[1])  # type: ignore[index]
+    free = int(re.search(r"^Free blocks:\s+(\d+)", header.stdout, re.M)[1])  # type: ignore[index]
+    return (count - free) * 4096
+
+
+def test_early_copies_taken_and_given_back(tmp_path: Path) -> None:
+    """Files offered before the tree is known keep their copies; copies the tree
+    does not take (a file left out, a size that changed) are freed and punched out."""
+    contents = Contents(tmp_path / "content")
+    entries = small_entries(contents)
+    big = contents.file("/etc/big", 0o644, BIG)
+    entries = _sorted([*entries, big])
+    left_out = contents.file("/etc/left-out", 0o644, os.urandom(3 * MIB))
+    resized = _replace(big, size=len(BIG) - 1)  # what an earlier walk saw
+    offered = [left_out, resized, *entries]  # unclaimed ones first: holes before taken copies
+    first, second = tmp_path / "first", tmp_path / "second"
+    # Room for all: offering stops at a file taking more than half of what is free.
+    _early_write(entries, offered, first, size=128 * MIB)
+    _early_write(entries, offered, second, size=128 * MIB)
+    subprocess.run(["cmp", str(first), str(second)], check=True)  # reproducible
+    e2fsck(first)  # the bitmaps and free counts agree with what the inodes use
+    listing, _inodes = debugfs_listing(first, tmp_path / "dump")
+    assert without_lost_found(listing) == expected_listing(entries)
+    # The data is where the early copies put it: before any block the writer placed.
+    assert _first_block(first, "/etc/big") < _first_block(first, "/")
+    # 3 MiB + 20 MiB of unclaimed copies are holes again: only used blocks take disk.
+    assert first.stat().st_blocks * 512 <= _dumpe2fs_used_bytes(first)
+
+
+def test_early_copy_failures(tmp_path: Path) -> None:
+    """An early copy that fails makes the helper skip the later ones: those a file
+    took are made by the writer itself; one the tree takes fails the build."""
+    contents = Contents(tmp_path / "content")
+    entries = small_entries(contents)
+    vanished = contents.file("/etc/vanished", 0o644, b"gone before it was copied\n")
+    assert vanished.content is not None
+    vanished.content.unlink()
+    image = tmp_path / "root"
+    _early_write(entries, [vanished, *entries], image)  # not in the tree: no harm
+    e2fsck(image)
+    listing, _inodes = debugfs_listing(image, tmp_path / "dump")
+    assert without_lost_found(listing) == expected_listing(entries)
+
+    with_it = _sorted([*entries, vanished])
+    other = tmp_path / "other"
+    with pytest.raises(OutputError, match=r"/etc/vanished into an ext2 image: cannot read"):
+        _early_write(with_it, [vanished, *entries], other)
+    assert not other.exists()
+
+
+def test_early_copies_thrown_away_when_the_tree_needs_otherwise(tmp_path: Path) -> None:
+    """A tree with more inodes than the size's ratio gives (another geometry), or
+    one with no room beside the unclaimed copies, is written again the usual way."""
+    contents = Contents(tmp_path / "content")
+    entries = small_entries(contents)
+    fifos = [_entry(f"/run/f{i:05d}", EntryKind.FIFO, 0o644) for i in range(5000)]
+    many = _sorted([*entries, *fifos])
+    image = tmp_path / "many"
+    _early_write(many, many, image)  # 64 MiB: 4096 inodes by the ratio
+    e2fsck(image)
+    listing, _inodes = debugfs_listing(image, tmp_path / "d1")
+    assert without_lost_found(listing) == expected_listing(many)
+
+    # 20 MiB of copies no file takes, and a tree of ~25 MiB in 40 MiB.
+    unclaimed = [contents.file(f"/x/{i}", 0o644, os.urandom(5 * MIB)) for i in range(4)]
+    bigger = _sorted([*entries, contents.file("/etc/big", 0o644, BIG)])
+    image = tmp_path / "tight"
+    _early_write(bigger, [*unclaimed, *bigger], image, size=40 * MIB)
+    e2fsck(image)
+    listing, _inodes = debugfs_listing(image, tmp_path / "d2")
+    assert without_lost_found(listing) == expected_listing(bigger)
+
+
+def test_early_copies_dropped_before_the_writer_takes_them(tmp_path: Path) -> None:
+    """A build that fails before writing stops the helper and leaves no image."""
+    contents = Contents(tmp_path / "content")
+    before = _children()
+    early = EarlyCopies.start(tmp_path / "root", 64 * MIB)
+    assert early is not None
+    early.offer(small_entries(contents))
+    early.close()
+    early.close()
+    assert not (tmp_path / "root").exists()
+    assert _children() == before

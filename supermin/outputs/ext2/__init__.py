@@ -8,6 +8,7 @@ ext_attr too when some entry has extended attributes, kept in its inode.
 
     plan_tree     entries -> inodes and directory blocks, refusing what ext2 cannot hold
     plan_geometry size -> block groups, checked against what the tree needs
+    EarlyCopies   optionally, file data copied in before the tree is known
     ImageWriter   data blocks in inode order, then the metadata of every group
 """
 
@@ -22,12 +23,13 @@ from supermin.entry import FileEntry
 from supermin.errors import OutputError
 from supermin.outputs.ext2.blockmap import BLOCK_SIZE
 from supermin.outputs.ext2.copier import Copier
+from supermin.outputs.ext2.early import EarlyCopies, EarlyCopy
 from supermin.outputs.ext2.layout import MAX_BLOCKS, MIB, fits, minimum_size, plan_geometry
 from supermin.outputs.ext2.size import parse_size
 from supermin.outputs.ext2.tree import plan_tree
 from supermin.outputs.ext2.writer import ImageWriter
 
-__all__ = ["parse_size", "write_ext2"]
+__all__ = ["EarlyCopies", "parse_size", "write_ext2"]
 
 _LABEL_SIZE = 16
 # Bytes of file data from which a copying helper pays for its start (~30 ms).
@@ -44,6 +46,7 @@ def write_ext2(
     label: str = "",
     copy_helper: bool | None = None,
     meanwhile: Callable[[], None] | None = None,
+    early: EarlyCopies | None = None,
 ) -> None:
     """Write `entries` (merge's output: "/" first, parents before children) to `image`.
 
@@ -56,17 +59,22 @@ def write_ext2(
     for starting one. `meanwhile` is other work of the caller's (the boot
     files beside the image), done while the helper finishes its copies; if it
     raises, the image is removed as for a failure of its own.
+
+    `early` is the image already created at `image` with `size`, holding data
+    copied before the entries were known (early.py); write_ext2 takes it over,
+    and removes it on failure as its own.
     """
     raw_label = _check_arguments(size, uuid, timestamp, label)
     if copy_helper is None:
         copy_helper = sum(e.size for e in entries) >= _HELPER_FROM
     copier = None
-    fd = None
+    fd: int | None = None
     callers = False  # in `meanwhile`: its errors are the caller's, passed on as they are
     try:
         # Started first: its start-up overlaps the planning. It opens the image
         # only when the first copy comes.
-        copier = Copier(str(image)) if copy_helper else None
+        if early is None and copy_helper:
+            copier = Copier(str(image))
         tree = plan_tree(entries, timestamp)
         geometry = plan_geometry(size, tree.used_inodes)
         if geometry is None or not fits(geometry, tree.used_blocks, tree.used_inodes):
@@ -77,8 +85,29 @@ def write_ext2(
                 f"{tree.used_blocks} blocks of {BLOCK_SIZE} bytes and {tree.used_inodes} inodes "
                 f"do not fit in {size} bytes",
             )
-        fd = _create(image, size)
-        writer = ImageWriter(fd, geometry, tree, copier)
+        claimed: dict[int, EarlyCopy] = {}
+        if early is not None:
+            claimed = early.claims(tree)
+            freed = early.unclaimed_blocks(claimed)
+            used = tree.used_blocks + sum(run.count for run in freed)
+            if geometry == early.geometry and fits(geometry, used, tree.used_inodes):
+                fd, copier = early.hand_over()
+                writer = ImageWriter(
+                    fd,
+                    geometry,
+                    tree,
+                    copier,
+                    allocator=early.allocator,
+                    claimed=claimed,
+                    freed=freed,
+                )
+            else:  # another geometry, or no room beside the copies: written again
+                early.close()
+                early = None
+                copier = Copier(str(image)) if copy_helper else None
+        if early is None:
+            fd = _create(image, size)
+            writer = ImageWriter(fd, geometry, tree, copier)
         writer.write(uuid=uuid, label=raw_label, timestamp=timestamp)
         if meanwhile is not None:
             callers = True
@@ -86,6 +115,8 @@ def write_ext2(
             callers = False
         writer.finish()
     except BaseException as err:
+        if early is not None:
+            early.close()  # before the writer took it over: removes the image
         if copier is not None:
             copier.abort()
         if fd is not None:  # else refused before the image was created
@@ -95,6 +126,7 @@ def write_ext2(
         if isinstance(err, OSError) and not callers:
             raise OutputError(f"cannot write {image}: {err.strerror}") from err
         raise
+    assert fd is not None
     os.close(fd)
 
 

@@ -63,11 +63,17 @@ def indirect_blocks(data_blocks: int, pointers: int = POINTERS) -> int:
     return count
 
 
-def map_blocks(data_blocks: int, take: Take, pointers: int = POINTERS) -> BlockMap:
-    """Allocate `data_blocks` data blocks and the indirect blocks that map them."""
+def map_blocks(
+    data_blocks: int, take: Take, pointers: int = POINTERS, take_indirect: Take | None = None
+) -> BlockMap:
+    """Allocate `data_blocks` data blocks and the indirect blocks that map them.
+
+    With `take_indirect`, the indirect blocks come from it, the data from `take`
+    (a file whose data is already in place).
+    """
     if data_blocks > max_data_blocks(pointers):
         raise ValueError(f"{data_blocks} blocks are more than ext2 can map")
-    mapper = _Mapper(take, pointers)
+    mapper = _Mapper(take, pointers, take_indirect or take)
     slots = array("I", bytes(4 * SLOTS))
     direct = min(data_blocks, DIRECT)
     slots[:direct] = mapper.data(direct)
@@ -87,8 +93,9 @@ def map_blocks(data_blocks: int, take: Take, pointers: int = POINTERS) -> BlockM
 
 
 class _Mapper:
-    def __init__(self, take: Take, pointers: int) -> None:
+    def __init__(self, take: Take, pointers: int, take_indirect: Take) -> None:
         self.take = take
+        self.take_indirect = take_indirect
         self.pointers = pointers
         self.runs: list[Run] = []
         self.indirect: list[tuple[int, bytes]] = []
@@ -104,7 +111,7 @@ class _Mapper:
 
     def tree(self, level: int, count: int) -> int:
         """An indirect block of `level` (1 = single) mapping the next `count` data blocks."""
-        block = self.take(1)[0].start
+        block = self.take_indirect(1)[0].start
         slot = len(self.indirect)
         self.indirect.append((block, b""))  # keeps the list in allocation order
         if level == 1:

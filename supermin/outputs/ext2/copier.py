@@ -12,6 +12,12 @@ The parent sends one record per copy on the helper's stdin; the helper answers
 on stdout only when a copy fails or its source does not hold what the record
 says, then stops. Error messages are made by the parent, from the record's
 number.
+
+Early copies (early.py: data copied before the tree is planned, which the
+tree may never use) are numbered with the EARLY bit. The first of them to
+fail does not stop the helper: it skips the early copies after it, goes on
+with the rest, and reports that one when it stops. The parent redoes what
+it needs of the skipped ones itself.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ _ANSWER = struct.Struct("<QBiQ")
 # 0.2-0.7 s of the libguestfs build. 1 MiB is what an unprivileged process may ask.
 _PIPE_SIZE = 1 << 20
 OPENING, COPYING, SHORT = 1, 2, 3
+EARLY = 1 << 63  # in a record's number: an early copy (see above)
 _UNSUPPORTED = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM)
 _READ_CHUNK = 1 << 20
 
@@ -76,25 +83,31 @@ class Copier:
         if len(self._pending) >= 1 << 16:
             self._send()
 
+    def flush(self) -> None:
+        """Send the records queued so far, rather than when more come."""
+        self._send()
+
     def _send(self) -> None:
         with contextlib.suppress(BrokenPipeError):  # it stopped at a failure: finish() says
             self._stdin.write(self._pending)
         self._pending.clear()
 
-    def finish(self) -> CopyFailure | None:
-        """Wait for every copy; the first that failed, if any."""
+    def finish(self) -> list[CopyFailure]:
+        """Wait for every copy; the failures: the first early one, then the first other."""
         self._send()
         with contextlib.suppress(BrokenPipeError):
             self._stdin.close()
         assert self._process.stdout is not None
-        answer = self._process.stdout.read()
+        answers = self._process.stdout.read()
         self._process.stdout.close()
         status = self._process.wait()
-        if len(answer) >= _ANSWER.size:
-            return CopyFailure(*_ANSWER.unpack_from(answer))
-        if status != 0:
+        failures = [
+            CopyFailure(*_ANSWER.unpack_from(answers, at))
+            for at in range(0, len(answers) - _ANSWER.size + 1, _ANSWER.size)
+        ]
+        if status != 0 and not failures:
             raise OSError(f"the copying helper exited with status {status}")
-        return None
+        return failures
 
     def abort(self) -> None:
         if self._process.poll() is None:
@@ -135,39 +148,63 @@ def copy_range(source: int, image: int, offset: int, target: int, length: int) -
     return copied
 
 
+class _Sources:
+    """The open source file: members of one pack come one after another."""
+
+    def __init__(self) -> None:
+        self.path = b""
+        self.fd = -1
+
+    def open(self, path: bytes) -> int:
+        if path != self.path or self.fd < 0:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            self.path = path
+        return self.fd
+
+
+def _copy_one(sources: _Sources, image: int, record: tuple[int, ...], path: bytes) -> bytes | None:
+    """Do one record's copy; the answer to send if it failed."""
+    number, check, offset, target, length, _ = record
+    try:
+        source = sources.open(path)
+    except OSError as err:
+        return _ANSWER.pack(number, OPENING, err.errno or errno.EIO, 0)
+    if check >= 0:
+        size = os.fstat(source).st_size
+        if size != check:
+            return _ANSWER.pack(number, SHORT, 0, size)
+    try:
+        copied = copy_range(source, image, offset, target, length)
+    except OSError as err:
+        return _ANSWER.pack(number, COPYING, err.errno or errno.EIO, 0)
+    if copied != length:
+        return _ANSWER.pack(number, SHORT, 0, offset + copied)
+    return None
+
+
 def _serve(image_path: str) -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     header = stdin.read(_RECORD.size)
     if not header:
         return  # nothing to copy (or the writer gave up before the image existed)
     image = os.open(image_path, os.O_WRONLY | os.O_CLOEXEC)
-    opened: tuple[bytes, int] | None = None  # members of one pack come one after another
+    sources = _Sources()
+    early_failure = b""  # the first early copy that failed: later early ones are skipped
     while header:
-        number, check, offset, target, length, name_length = _RECORD.unpack(header)
-        path = stdin.read(name_length)
-        try:
-            if opened is None or opened[0] != path:
-                if opened is not None:
-                    os.close(opened[1])
-                    opened = None
-                opened = (path, os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-        except OSError as err:
-            stdout.write(_ANSWER.pack(number, OPENING, err.errno or errno.EIO, 0))
-            return
-        if check >= 0:
-            size = os.fstat(opened[1]).st_size
-            if size != check:
-                stdout.write(_ANSWER.pack(number, SHORT, 0, size))
+        record = _RECORD.unpack(header)
+        path = stdin.read(record[-1])
+        early = bool(record[0] & EARLY)
+        answer = None if early and early_failure else _copy_one(sources, image, record, path)
+        if answer is not None:
+            if not early:
+                stdout.write(early_failure + answer)
                 return
-        try:
-            copied = copy_range(opened[1], image, offset, target, length)
-        except OSError as err:
-            stdout.write(_ANSWER.pack(number, COPYING, err.errno or errno.EIO, 0))
-            return
-        if copied != length:
-            stdout.write(_ANSWER.pack(number, SHORT, 0, offset + copied))
-            return
+            early_failure = answer
         header = stdin.read(_RECORD.size)
+    stdout.write(early_failure)
 
 
 if __name__ == "__main__":

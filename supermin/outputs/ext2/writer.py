@@ -1,7 +1,8 @@
 """Write the planned tree into a sparse image file: data first, then the metadata.
 
 Blocks are handed out front to back in inode order, so each file is contiguous
-except where it crosses a group's metadata. Only blocks that hold something are
+except where it crosses a group's metadata; files copied early (early.py) keep
+the blocks they were given before, at the front. Only blocks that hold something are
 written; the rest of the image stays a hole. File contents go straight from their
 content file into their blocks, in the kernel (copy_file_range) when it can.
 """
@@ -11,13 +12,27 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from supermin.content import Content
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import OutputError
-from supermin.outputs.ext2.blockmap import BLOCK_SIZE, BlockMap, Run, map_blocks
-from supermin.outputs.ext2.copier import COPYING, OPENING, Copier, CopyFailure, copy_range
-from supermin.outputs.ext2.layout import DESCRIPTOR_SIZE, INODE_SIZE, Geometry, has_superblock
+from supermin.outputs.ext2.blockmap import BLOCK_SIZE, BlockMap, Run, Take, map_blocks
+from supermin.outputs.ext2.copier import (
+    COPYING,
+    EARLY,
+    OPENING,
+    Copier,
+    CopyFailure,
+    copy_range,
+)
+from supermin.outputs.ext2.layout import (
+    BLOCKS_PER_GROUP,
+    DESCRIPTOR_SIZE,
+    INODE_SIZE,
+    Geometry,
+    has_superblock,
+)
 from supermin.outputs.ext2.records import (
     SUPERBLOCK_OFFSET,
     device_i_block,
@@ -27,6 +42,9 @@ from supermin.outputs.ext2.records import (
 )
 from supermin.outputs.ext2.tree import Node, Tree, refuse
 from supermin.outputs.ext2.xattrs import XATTR_OFFSET
+
+if TYPE_CHECKING:
+    from supermin.outputs.ext2.early import EarlyCopy
 
 _FLUSH_AT = 8 << 20  # bytes of consecutive blocks gathered into one pwrite
 _NO_I_BLOCK = bytes(60)
@@ -94,12 +112,25 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
 
 class ImageWriter:
     def __init__(
-        self, fd: int, geometry: Geometry, tree: Tree, copier: Copier | None = None
+        self,
+        fd: int,
+        geometry: Geometry,
+        tree: Tree,
+        copier: Copier | None = None,
+        *,
+        allocator: Allocator | None = None,
+        claimed: dict[int, EarlyCopy] | None = None,
+        freed: Sequence[Run] = (),
     ) -> None:
+        """`allocator`, `claimed` and `freed` come with early copies (early.py): the
+        allocator that placed them, the copy each file takes (by inode number), and
+        the blocks of the copies no file takes."""
         self.fd = fd
         self.geometry = geometry
         self.tree = tree
-        self.allocator = Allocator(geometry)
+        self.allocator = allocator or Allocator(geometry)
+        self.claimed = claimed or {}
+        self.freed = freed
         self.sink = Sink(fd)
         self.inodes = bytearray(tree.used_inodes * INODE_SIZE)  # inode n at (n - 1) * size
         # With a copier, file data is copied by its helper process while this
@@ -115,17 +146,47 @@ class ImageWriter:
         self.write_metadata(uuid=uuid, label=label, timestamp=timestamp)
 
     def finish(self) -> None:
-        """Wait for the copier's last copy; its first failure, as the writer's own."""
-        if self.copier is not None:
-            failure = self.copier.finish()
-            if failure is not None:
+        """Wait for the copier's last copy; its first failure, as the writer's own.
+
+        The early copies the helper skipped after one failed are done here, for
+        the files that took them.
+        """
+        if self.copier is None:
+            return
+        self._finish_copies()
+        _punch_holes(self.fd, self.freed)
+
+    def _finish_copies(self) -> None:
+        assert self.copier is not None
+        skipped_from = None
+        for failure in self.copier.finish():
+            if not failure.number & EARLY:
                 raise self._copy_failure(failure)
+            skipped_from = failure.number & ~EARLY
+        if skipped_from is None:
+            return
+        redo = sorted(
+            (copy.number, number)
+            for number, copy in self.claimed.items()
+            if copy.number >= skipped_from
+        )
+        nodes = {node.number: node for node in self.tree.nodes if node.number in self.claimed}
+        for _, number in redo:
+            self.copy_content(nodes[number].entry, self.claimed[number].runs, in_process=True)
 
     def place(self, node: Node) -> None:
         """Allocate and write the node's blocks, then fill in its inode."""
         entry = node.entry
-        blocks = map_blocks(node.data_blocks, self.allocator.take) if node.data_blocks else None
-        if entry.kind is EntryKind.FILE:
+        early = self.claimed.get(node.number) if self.claimed else None
+        if early is not None:  # its data is in place: only the indirect blocks are new
+            blocks = map_blocks(
+                node.data_blocks, _taking(early.runs), take_indirect=self.allocator.take
+            )
+        elif node.data_blocks:
+            blocks = map_blocks(node.data_blocks, self.allocator.take)
+        else:
+            blocks = None
+        if entry.kind is EntryKind.FILE and early is None:
             # Even an empty file's content is opened: it must really be empty.
             self.copy_content(entry, blocks.data if blocks else [])
         if blocks is not None:
@@ -149,11 +210,11 @@ class ImageWriter:
             start = offset + XATTR_OFFSET
             self.inodes[start : start + len(node.xattrs)] = node.xattrs
 
-    def copy_content(self, entry: FileEntry, runs: Sequence[Run]) -> None:
+    def copy_content(self, entry: FileEntry, runs: Sequence[Run], in_process: bool = False) -> None:
         content = Content.of(entry)
         if content is None:
             return  # an empty file: the planner refused content-less data
-        if self.copier is not None:
+        if self.copier is not None and not in_process:
             self._queue(entry, content, runs)
             return
         try:
@@ -239,8 +300,14 @@ class ImageWriter:
         for node in self.tree.nodes:
             if node.children is not None:
                 directories[(node.number - 1) // per_group] += 1
+        freed: dict[int, list[Run]] = {}  # early copies no file took, by group
+        for run in self.freed:
+            freed.setdefault(run.start // BLOCKS_PER_GROUP, []).append(run)
         free_blocks = [
-            geometry.group_end(g) - geometry.data_start(g) - self.allocator.used[g]
+            geometry.group_end(g)
+            - geometry.data_start(g)
+            - self.allocator.used[g]
+            + sum(run.count for run in freed.get(g, ()))
             for g in range(geometry.groups)
         ]
         descriptors = bytearray(geometry.descriptor_blocks * BLOCK_SIZE)
@@ -273,30 +340,80 @@ class ImageWriter:
                 region += bytes(BLOCK_SIZE - len(region))
                 region += descriptors
             start, end = geometry.group_start(group), geometry.group_end(group)
-            region += bitmap(geometry.overhead(group) + self.allocator.used[group], end - start)
+            used = geometry.overhead(group) + self.allocator.used[group]
+            holes = [(run.start - start, run.count) for run in freed.get(group, ())]
+            region += bitmap(used, end - start, holes)
             region += bitmap(used_inodes[group], per_group)
             first = group * per_group * INODE_SIZE
             region += self.inodes[first : first + used_inodes[group] * INODE_SIZE]
             pwrite_all(self.fd, region, start * BLOCK_SIZE)
 
 
-def bitmap(used: int, valid: int) -> bytes:
-    """A bitmap block: the first `used` bits set, bits from `valid` on set as padding."""
+def bitmap(used: int, valid: int, holes: Sequence[tuple[int, int]] = ()) -> bytes:
+    """A bitmap block: the first `used` bits set but the (start, count) `holes`,
+    bits from `valid` on set as padding."""
     bits = bytearray(BLOCK_SIZE)
     _set_bits(bits, 0, used)
     _set_bits(bits, valid, 8 * BLOCK_SIZE)
+    for start, count in holes:
+        _set_bits(bits, start, start + count, on=False)
     return bytes(bits)
 
 
-def _set_bits(bits: bytearray, start: int, end: int) -> None:
+def _set_bits(bits: bytearray, start: int, end: int, on: bool = True) -> None:
+    """Set (or with `on=False` clear) bits `start` to `end`, whole bytes at once."""
     whole_from, whole_to = -(-start // 8), end // 8
     if whole_from >= whole_to:
-        for bit in range(start, end):
+        edges: Sequence[int] = range(start, end)
+    else:
+        edges = (*range(start, whole_from * 8), *range(whole_to * 8, end))
+        bits[whole_from:whole_to] = (b"\xff" if on else b"\0") * (whole_to - whole_from)
+    for bit in edges:
+        if on:
             bits[bit // 8] |= 1 << bit % 8
+        else:
+            bits[bit // 8] &= ~(1 << bit % 8)
+
+
+_KEEP_SIZE, _PUNCH_HOLE = 1, 2  # fallocate(2) flags
+
+
+def _punch_holes(fd: int, runs: Sequence[Run]) -> None:
+    """Give back the disk space of blocks freed again (early copies no file took).
+
+    Best effort, through libc (os has no fallocate with flags): where holes
+    cannot be punched, the stale bytes stay in blocks marked free.
+    """
+    if not runs:
         return
-    for bit in (*range(start, whole_from * 8), *range(whole_to * 8, end)):
-        bits[bit // 8] |= 1 << bit % 8
-    bits[whole_from:whole_to] = b"\xff" * (whole_to - whole_from)
+    import ctypes  # only here: seldom needed
+
+    fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    for run in runs:
+        start, length = run.start * BLOCK_SIZE, run.count * BLOCK_SIZE
+        if fallocate(fd, _KEEP_SIZE | _PUNCH_HOLE, start, length) != 0:
+            return
+
+
+def _taking(runs: Sequence[Run]) -> Take:
+    """An allocator handing out `runs` (a file's early copy) in order, as asked."""
+    left = list(runs)
+
+    def take(count: int) -> list[Run]:
+        taken: list[Run] = []
+        while count:
+            run = left[0]
+            if run.count <= count:
+                taken.append(left.pop(0))
+                count -= run.count
+            else:
+                taken.append(Run(run.start, count))
+                left[0] = Run(run.start + count, run.count - count)
+                count = 0
+        return taken
+
+    return take
 
 
 def _pieces(blocks: BlockMap, content: bytes) -> list[tuple[int, bytes | memoryview]]:
