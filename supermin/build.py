@@ -14,6 +14,13 @@ from pathlib import Path, PurePosixPath
 
 from supermin.bootfiles import InitRequest, init_layer, runner_entries, systemd_unit_layer
 from supermin.cache import cache_dir
+from supermin.earlymodules import (
+    ModulesWalk,
+    modules_place,
+    moved,
+    start_early_modules,
+    walk_modules,
+)
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import UsageError
 from supermin.extraction_cache import ExtractionCache
@@ -29,7 +36,7 @@ from supermin.outputs.archives import write_cpio, write_tar
 from supermin.outputs.chroot import dropped_xattrs as chroot_dropped_xattrs
 from supermin.outputs.chroot import write_chroot
 from supermin.outputs.compression import Compression, compression_from_name
-from supermin.outputs.ext2 import write_ext2
+from supermin.outputs.ext2 import EarlyCopies, write_ext2
 from supermin.outputs.mtree import write_mtree
 from supermin.owners import with_owners
 from supermin.packagelist import packagelist_layer
@@ -128,28 +135,36 @@ def collect_entries(
 
 
 def with_kernel_modules(
-    entries: list[FileEntry], kernel: Kernel, host_root: Path, report: Reporter
+    entries: list[FileEntry],
+    kernel: Kernel,
+    host_root: Path,
+    report: Reporter,
+    walked: ModulesWalk | None = None,
 ) -> list[FileEntry]:
     """The ext2 root also gets the host kernel's modules, as supermin 5 gives it.
 
     The mini-initrd only loads what mounts the root; the appliance's own init
     (libguestfs's, udev) loads the rest (virtio_console, dm_mod…) from
     /lib/modules/VERSION. A kernel from the package set brings its modules itself.
+    `walked` is the walk made before the packages were read (earlymodules.py),
+    used if it is of these modules, placed where they land.
     """
     if kernel.modules is None or kernel.modules_in_image is not None:
         return entries
-    version = kernel.version or kernel.modules.name
-    host = HostFiles(host_root)
     # Walked straight to where merge would move it (/usr/lib/modules with merged /usr).
-    at = lands_at(entries, PurePosixPath("/lib/modules") / version)
-    modules = host.tree(kernel.modules, at, "kernel")
-    if host.unreadable:
+    at = lands_at(entries, modules_place(kernel))
+    how = ", walked and copied while the packages were read"
+    if walked is None or walked.directory != kernel.modules:
+        walked, how = walk_modules(kernel.modules, at, host_root), ""
+    elif walked.at != at:
+        walked = moved(walked, at)
+    if walked.unreadable:
         report.warn(
-            f"{len(host.unreadable)} files of the kernel modules in {kernel.modules} could "
-            f"not be read and were left out (first: {host.unreadable[0]})"
+            f"{len(walked.unreadable)} files of the kernel modules in {kernel.modules} could "
+            f"not be read and were left out (first: {walked.unreadable[0]})"
         )
-    report.info(f"kernel modules: {len(modules)} entries from {kernel.modules}")
-    return merge_subtree(entries, modules, at, source_date_epoch())
+    report.info(f"kernel modules: {len(walked.entries)} entries from {kernel.modules}{how}")
+    return merge_subtree(entries, walked.entries, at, source_date_epoch())
 
 
 # An early console needs these before udev or devtmpfs exist; packages may override.
@@ -216,6 +231,8 @@ def write_output(
     kernel: Kernel | None = None,
     report: Reporter | None = None,
     host_root: Path = Path("/"),  # --sysroot: the ext2 initrd's busybox and modules may be here
+    early: EarlyCopies | None = None,  # ext2: the image, begun (earlymodules.py)
+    staged_directory: Path | None = None,  # ext2: stage.path(output), made already
 ) -> None:
     match options.fmt:
         case OutputFormat.CHROOT:
@@ -224,8 +241,7 @@ def write_output(
             write_chroot(entries, tree)
             write_mtree(entries, stage.path(mtree_path(output)))
         case OutputFormat.EXT2:
-            directory = stage.path(output)
-            directory.mkdir()
+            directory = staged_directory or _made(stage.path(output))
             epoch = source_date_epoch()
             timestamp = epoch if epoch is not None else int(time.time())
 
@@ -252,6 +268,7 @@ def write_output(
                 uuid=filesystem_uuid(entries, epoch),
                 timestamp=timestamp,
                 meanwhile=boot_files,
+                early=early,
             )
         case OutputFormat.INITRD if kernel is not None:
             directory = stage.path(output)
@@ -262,6 +279,11 @@ def write_output(
             write_cpio(entries, stage.path(output), options.compression)
         case OutputFormat.TAR:
             write_tar(entries, stage.path(output), compression_from_name(output))
+
+
+def _made(directory: Path) -> Path:
+    directory.mkdir()
+    return directory
 
 
 def place_kernel(kernel: Kernel, destination: Path, copy: bool, stage: Stage) -> None:
@@ -316,18 +338,39 @@ def build(
     bootable = options.fmt in (OutputFormat.INITRD, OutputFormat.EXT2)
     base = [INITRD_DEVICES] if bootable else []
     init = InitRequest(options.init) if bootable else None
+    search = KernelSearch(os.environ, options.kernel, sources.sysroot, sources.host_cpu)
     with staged(output) as stage:
-        entries = collect_entries(
-            inputs, sources, stage, report, base, init, options.include_packagelist
-        )
-        kernel = None
-        if options.with_kernel:
-            search = KernelSearch(os.environ, options.kernel, sources.sysroot, sources.host_cpu)
-            kernel = find_kernel(search, entries)
-            report.info(f"kernel {kernel.version or '(release unknown)'}: {kernel.origin}")
-            if options.fmt is OutputFormat.EXT2:
-                entries = with_kernel_modules(entries, kernel, sources.sysroot, report)
-        warn_about_dropped_xattrs(entries, options.fmt, report)
-        with report.step(f"writing {len(entries)} entries to {output} ({options.fmt})"):
-            write_output(entries, output, options, stage, kernel, report, sources.sysroot)
+        early = directory = None
+        if options.with_kernel and options.fmt is OutputFormat.EXT2:
+            # The likely kernel's modules start being copied into the image now.
+            directory = stage.path(output)
+            directory.mkdir()
+            early = start_early_modules(search, directory / "root", options.size)
+        try:
+            entries = collect_entries(
+                inputs, sources, stage, report, base, init, options.include_packagelist
+            )
+            kernel = None
+            if options.with_kernel:
+                kernel = find_kernel(search, entries)
+                report.info(f"kernel {kernel.version or '(release unknown)'}: {kernel.origin}")
+                if options.fmt is OutputFormat.EXT2:
+                    walked = early.walk if early is not None else None
+                    entries = with_kernel_modules(entries, kernel, sources.sysroot, report, walked)
+            warn_about_dropped_xattrs(entries, options.fmt, report)
+            with report.step(f"writing {len(entries)} entries to {output} ({options.fmt})"):
+                write_output(
+                    entries,
+                    output,
+                    options,
+                    stage,
+                    kernel,
+                    report,
+                    sources.sysroot,
+                    early.copies if early is not None else None,
+                    directory,
+                )
+        finally:
+            if early is not None:
+                early.copies.close()  # a no-op once the writer has taken it over
     report.info(f"built {output}")

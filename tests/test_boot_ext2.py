@@ -91,6 +91,8 @@ def appliance() -> Path:
     )
     print(f"\next2 build {time.monotonic() - start:.1f}s")
     assert "initrd: busybox /bin/busybox of package busybox-static" in result.stderr
+    # The kernel's ~400 MB of modules went in while the packages were read (early.py).
+    assert ", walked and copied while the packages were read" in result.stderr
     return out
 
 
@@ -111,6 +113,18 @@ def test_directory_is_supermins_layout(appliance: Path) -> None:
     assert sorted(p.name for p in appliance.iterdir()) == ["initrd", "kernel", "root"]
     assert filecmp.cmp(appliance / "kernel", kernel_files() / "vmlinuz", shallow=False)
     assert (appliance / "root").stat().st_size == 512 << 20
+    subprocess.run(["e2fsck", "-fn", str(appliance / "root")], check=True, capture_output=True)
+    # The kernel's modules, walked and copied early, are at /lib/modules/VERSION
+    # (a directory here: no usrmerge), whatever the build machine's /lib is.
+    ext4 = next(kernel_modules().glob("kernel/fs/ext4/ext4.ko*"))
+    inside = f"/lib/modules/{kernel_modules().name}/{ext4.relative_to(kernel_modules())}"
+    dumped = appliance.parent / "ext4.ko.dumped"
+    subprocess.run(
+        ["debugfs", "-R", f"dump {inside} {dumped}", str(appliance / "root")],
+        check=True,
+        capture_output=True,
+    )
+    assert filecmp.cmp(dumped, ext4, shallow=False)
     names = subprocess.run(
         ["bsdtar", "-tf", str(appliance / "initrd")], capture_output=True, text=True, check=True
     ).stdout.split()
