@@ -92,7 +92,9 @@ def _parser() -> argparse.ArgumentParser:
         help="-f initrd, ext2: what /init runs after first boot (default /sbin/init, else sh)",
     )
     parser.add_argument(
-        "--compress", default="zstd", help="initrd compression: zstd (default), xz, gzip, none"
+        "--compress",
+        help="initrd compression: zstd (-f initrd's default), xz, gzip, none (-f ext2's "
+        "small initrd's default, as supermin 5 writes it)",
     )
     parser.add_argument(
         "--repo",
@@ -237,7 +239,9 @@ def _output_options(options: argparse.Namespace) -> OutputOptions:
     return OutputOptions(
         fmt,
         size,
-        parse_compression(options.compress),
+        # ext2's small initrd: an uncompressed cpio by default, like supermin 5's (a few
+        # MB read once at boot; compressing it cost a tenth of the libguestfs build).
+        parse_compression(options.compress or ("none" if fmt is OutputFormat.EXT2 else "zstd")),
         with_kernel=fmt is OutputFormat.EXT2
         or (fmt is OutputFormat.INITRD and initrd_is_directory(options.output or "")),
         kernel=options.kernel,

@@ -125,6 +125,8 @@ def test_directory_is_supermins_layout(appliance: Path) -> None:
         capture_output=True,
     )
     assert filecmp.cmp(dumped, ext4, shallow=False)
+    # An uncompressed newc cpio, as supermin 5 writes it (no --compress given).
+    assert (appliance / "initrd").read_bytes()[:6] == b"070701"
     names = subprocess.run(
         ["bsdtar", "-tf", str(appliance / "initrd")], capture_output=True, text=True, check=True
     ).stdout.split()
