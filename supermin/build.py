@@ -29,7 +29,7 @@ from supermin.hostfiles.globs import hostfile_entries
 from supermin.hostfiles.hostfs import HostFiles
 from supermin.inputs import read_inputs, tarball_entries
 from supermin.kernel import Kernel, KernelSearch, find_kernel
-from supermin.merge import Layer, lands_at, merge, merge_subtree
+from supermin.merge import Layer, exclude_matcher, lands_at, merge, merge_subtree
 from supermin.miniinitrd import write_mini_initrd
 from supermin.outputs.archives import dropped_xattrs as cpio_dropped_xattrs
 from supermin.outputs.archives import write_cpio, write_tar
@@ -94,7 +94,9 @@ def collect_entries(
     mtime = epoch or int(time.time())
     universe, resolution = resolve_roots(appliance.packages, sources, report, purpose="build")
     spool = Spool(stage.work / "spool")
-    host = HostFiles(sources.sysroot)
+    host = HostFiles(
+        sources.sysroot, exclude_matcher(appliance.excludes) if appliance.excludes else None
+    )
     reader = universe.reader(spool, host)
     ordered = resolution.install_order()
     with report.step(f"reading {len(ordered)} packages"):

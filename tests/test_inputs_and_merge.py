@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import subprocess
@@ -13,8 +14,9 @@ import pytest
 from supermin.content import read_content
 from supermin.entry import EntryKind, FileEntry, clean_path, image_path
 from supermin.errors import ArchiveError, InputError
+from supermin.hostfiles.hostfs import HostFiles
 from supermin.inputs import read_inputs, tarball_entries
-from supermin.merge import Layer, merge
+from supermin.merge import Layer, exclude_matcher, merge
 from supermin.spool import Spool
 
 
@@ -226,3 +228,78 @@ def test_merge_subtree_under_a_file_is_the_full_merges_error(tmp_path: Path) -> 
     at = PurePosixPath("/lib/modules/6.1.0-9-amd64")
     with pytest.raises(ArchiveError, match=r"needs /lib to be a directory"):
         merge_subtree(entries, HostFiles().tree(modules, at, "kernel"), at)
+
+
+# The excludefiles of Debian's libguestfs appliance (supermin.d/excludefiles), in part.
+GUESTFS_EXCLUDES = [
+    "/boot/*",
+    "/lib/modules/*",
+    "/usr/lib/modules/*",
+    "/usr/lib/locale/*",
+    "/usr/share/doc/*",
+    "/usr/share/info/*",
+    "/usr/share/locale/*",
+    "/usr/share/man/*",
+    "/usr/share/lintian/*",
+    "/var/log/*.log*",
+]
+
+
+def _same_files(entries: list[FileEntry]) -> list[tuple[FileEntry, tuple[int, int] | None]]:
+    """Entries with their content named by inode: a hardlinked file's data may be
+    read through any of its host paths."""
+    return [
+        (
+            dataclasses.replace(e, content=None),
+            None if e.content is None else (e.content.stat().st_dev, e.content.stat().st_ino),
+        )
+        for e in entries
+    ]
+
+
+def test_excluded_package_paths_are_not_looked_at(tmp_path: Path) -> None:
+    """HostFiles.entries skips what the appliance excludes; merge's result is the same,
+    a file kept elsewhere through a hardlink included."""
+    root = tmp_path / "root"
+    (root / "usr/share/doc/p").mkdir(parents=True)
+    (root / "usr/bin").mkdir(parents=True)
+    readme = root / "usr/share/doc/p/README"
+    readme.write_text("text\n")
+    os.link(readme, root / "usr/bin/tool")
+    os.link(readme, root / "usr/bin/tool2")
+    names = ["/usr", "/usr/share", "/usr/share/doc", "/usr/share/doc/p"]
+    names += ["/usr/share/doc/p/README", "/usr/bin", "/usr/bin/tool", "/usr/bin/tool2"]
+    excludes = ["/usr/share/doc/*"]
+    plain = HostFiles(root).entries(names, "p")
+    skipping = HostFiles(root, exclude_matcher(excludes)).entries(names, "p")
+    assert [str(e.path) for e in skipping] == [
+        "/usr",
+        "/usr/share",
+        "/usr/share/doc",
+        "/usr/bin",
+        "/usr/bin/tool",
+        "/usr/bin/tool2",
+    ]
+    merged = merge([Layer(skipping, excludable=True)], excludes)
+    assert _same_files(merged) == _same_files(merge([Layer(plain, excludable=True)], excludes))
+    tools = {str(e.path): e for e in merged if e.path.parent == PurePosixPath("/usr/bin")}
+    assert tools["/usr/bin/tool"].kind is EntryKind.FILE
+    assert tools["/usr/bin/tool2"].target == "/usr/bin/tool"
+
+
+def test_excluding_early_on_this_hosts_packages() -> None:
+    """The same on real dpkg file lists: this machine's installed bash, coreutils, libc6."""
+    info = Path("/var/lib/dpkg/info")
+    layers_plain, layers_skipping = [], []
+    plain_host, skipping_host = HostFiles(), HostFiles(excluded=exclude_matcher(GUESTFS_EXCLUDES))
+    for package in ("bash", "coreutils", "libc6:amd64", "dpkg"):
+        listed = next(info.glob(f"{package}.list"), None) or next(info.glob(f"{package}:*.list"))
+        names = listed.read_text().splitlines()
+        layers_plain.append(Layer(plain_host.entries(names, package), excludable=True))
+        layers_skipping.append(Layer(skipping_host.entries(names, package), excludable=True))
+    pairs = zip(layers_plain, layers_skipping, strict=True)
+    skipped = sum(len(list(a.entries)) - len(list(b.entries)) for a, b in pairs)
+    assert skipped > 100  # manuals, documentation and locales
+    assert _same_files(merge(layers_skipping, GUESTFS_EXCLUDES)) == _same_files(
+        merge(layers_plain, GUESTFS_EXCLUDES)
+    )
