@@ -14,13 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from supermin.bootfiles import InitRequest, init_layer, runner_entries, systemd_unit_layer
 from supermin.cache import cache_dir
-from supermin.earlymodules import (
-    ModulesWalk,
-    modules_place,
-    moved,
-    start_early_modules,
-    walk_modules,
-)
+from supermin.earlymodules import ModulesWalk, moved, start_early_modules, walk_modules
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import UsageError
 from supermin.extraction_cache import ExtractionCache
@@ -28,7 +22,7 @@ from supermin.firstboot import firstboot_entries
 from supermin.hostfiles.globs import hostfile_entries
 from supermin.hostfiles.hostfs import HostFiles
 from supermin.inputs import read_inputs, tarball_entries
-from supermin.kernel import Kernel, KernelSearch, find_kernel
+from supermin.kernel import Kernel, KernelSearch, find_kernel, modules_place
 from supermin.merge import Layer, exclude_matcher, lands_at, merge, merge_subtree
 from supermin.miniinitrd import write_mini_initrd
 from supermin.outputs.archives import dropped_xattrs as cpio_dropped_xattrs

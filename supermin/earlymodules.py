@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from supermin.entry import EntryKind, FileEntry, clean_path
 from supermin.errors import KernelError
 from supermin.hostfiles.hostfs import HostFiles
-from supermin.kernel import Kernel, KernelSearch, find_kernel
+from supermin.kernel import Kernel, KernelSearch, find_kernel, modules_place
 from supermin.outputs.ext2 import EarlyCopies
 
 # Below this much data the helper's start (~30 ms) is not paid back.
@@ -64,12 +64,6 @@ def moved(walk: ModulesWalk, at: PurePosixPath) -> ModulesWalk:
     ]
     unreadable = [str(move(PurePosixPath(path))) for path in walk.unreadable]
     return ModulesWalk(walk.directory, at, entries, unreadable)
-
-
-def modules_place(kernel: Kernel) -> PurePosixPath:
-    """/lib/modules/VERSION: the modules' place before the appliance's symlinks move it."""
-    assert kernel.modules is not None
-    return PurePosixPath("/lib/modules") / (kernel.version or kernel.modules.name)
 
 
 @dataclass

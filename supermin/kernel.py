@@ -57,6 +57,12 @@ class Kernel:
         return Content(self.image, *self.image_span)
 
 
+def modules_place(kernel: Kernel) -> PurePosixPath:
+    """/lib/modules/VERSION: host modules' place before the appliance's symlinks move it."""
+    assert kernel.modules is not None
+    return PurePosixPath("/lib/modules") / (kernel.version or kernel.modules.name)
+
+
 @dataclass(frozen=True)
 class KernelSearch:
     """Everything discovery looks at besides the appliance's own entries."""

@@ -21,6 +21,7 @@ This initrd holds only:
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import lzma
 import os
@@ -35,7 +36,8 @@ from supermin.content import Content
 from supermin.elf import elf_section, is_static_executable
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import KernelError, OutputError
-from supermin.kernel import Kernel
+from supermin.kernel import Kernel, modules_place
+from supermin.merge import lands_at
 from supermin.outputs.archives import write_cpio
 from supermin.outputs.compression import Compression
 from supermin.report import Reporter
@@ -143,7 +145,9 @@ class ModuleTree:
         return ModuleTree(files, _builtin(builtin), str(top))
 
     @staticmethod
-    def from_entries(top: PurePosixPath, entries: Iterable[FileEntry]) -> ModuleTree:
+    def from_entries(
+        top: PurePosixPath, entries: Iterable[FileEntry], where: str | None = None
+    ) -> ModuleTree:
         files: dict[str, tuple[str, Content]] = {}
         builtin = b""
         for entry in entries:
@@ -156,7 +160,7 @@ class ModuleTree:
                 builtin = _read(content)
             elif entry.path.name.endswith(_SUFFIXES):
                 files.setdefault(module_name(entry.path.name), (entry.path.name, content))
-        return ModuleTree(files, _builtin(builtin), f"{top} in the appliance")
+        return ModuleTree(files, _builtin(builtin), where or f"{top} in the appliance")
 
 
 def _read(content: Content) -> bytes:
@@ -174,6 +178,11 @@ def _builtin(text: bytes) -> frozenset[str]:
 def module_tree(kernel: Kernel, entries: Sequence[FileEntry], host_root: Path) -> ModuleTree | None:
     """Where the kernel's modules are: its own, the appliance's (a kernel package), the host's."""
     if kernel.modules is not None:
+        # The ext2 root holds them already (build.with_kernel_modules): their
+        # entries, found by bisection, spare walking the directory again.
+        spliced = _subtree(entries, lands_at(entries, modules_place(kernel)))
+        if spliced:
+            return ModuleTree.from_entries(spliced[0].path, spliced, str(kernel.modules))
         return ModuleTree.from_directory(kernel.modules)
     if kernel.modules_in_image is not None:
         return ModuleTree.from_entries(kernel.modules_in_image, entries)
@@ -183,6 +192,20 @@ def module_tree(kernel: Kernel, entries: Sequence[FileEntry], host_root: Path) -
             if top.is_dir():
                 return ModuleTree.from_directory(top)
     return None
+
+
+def _subtree(entries: Sequence[FileEntry], top: PurePosixPath) -> Sequence[FileEntry]:
+    """`top` and what is under it, from merge's output (sorted by path components)."""
+    parts = top.parts
+    start = bisect.bisect_left(entries, parts, key=lambda e: e.path.parts)
+    end = bisect.bisect_left(entries, (*parts, _LAST_NAME), key=lambda e: e.path.parts)
+    found = entries[start:end]
+    if not found or found[0].path != top or found[0].kind is not EntryKind.DIR:
+        return ()
+    return found
+
+
+_LAST_NAME = "\U0010ffff"  # sorts after every name a file can have
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import re
 import shutil
 import subprocess
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from support.debdata import build_deb, kernel_files, kernel_modules, real_pool
@@ -23,12 +23,17 @@ from support.product import scratch_dir, supermin_nobody
 from support.qemu import between, boot, filesystem_uuid, tarball
 
 from supermin.elf import elf_section, is_static_executable
+from supermin.entry import EntryKind, FileEntry
+from supermin.hostfiles.hostfs import HostFiles
+from supermin.kernel import Kernel
+from supermin.merge import Layer, merge, merge_subtree
 from supermin.miniinitrd import (
     WANTED_MODULES,
     ModuleTree,
     load_order,
     modinfo,
     module_dependencies,
+    module_tree,
     soft_predecessors,
 )
 
@@ -187,6 +192,32 @@ def test_modinfo_dependencies_from_the_real_modules() -> None:
     assert soft_predecessors(ext4) == ["crypto_crc32c"]  # an alias: crc32c_generic is wanted
     blk = modinfo(tree.files["virtio_blk"][1].read())
     assert {"virtio", "virtio_ring"} <= set(module_dependencies(blk))
+
+
+@pytest.mark.parametrize("at", ["/lib/modules", "/usr/lib/modules"])
+def test_module_tree_from_the_spliced_entries_is_the_directorys(
+    at: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ext2 root holds the modules already: the initrd finds them among its entries."""
+    modules = kernel_modules()
+    kernel = Kernel(kernel_files() / "vmlinuz", modules.name, "test", modules=modules)
+    place = PurePosixPath(at) / modules.name
+    root = [FileEntry(PurePosixPath("/"), EntryKind.DIR, 0o755)]
+    if at.startswith("/usr"):  # merged /usr: /lib leads to usr/lib
+        root.append(FileEntry(PurePosixPath("/lib"), EntryKind.SYMLINK, 0o777, target="usr/lib"))
+    entries = merge_subtree(merge([Layer(root)]), HostFiles().tree(modules, place, "k"), place)
+    walked = ModuleTree.from_directory(modules)
+    with monkeypatch.context() as patched:  # not walked again
+        patched.setattr(ModuleTree, "from_directory", None)
+        spliced = module_tree(kernel, entries, Path("/nonexistent"))
+    assert spliced is not None and len(spliced.files) > 3000
+    assert {n: (f, c.path) for n, (f, c) in spliced.files.items()} == {
+        n: (f, c.path) for n, (f, c) in walked.files.items()
+    }
+    assert spliced.builtin == walked.builtin and spliced.where == walked.where
+    # Without them among the entries, the directory is walked.
+    alone = module_tree(kernel, merge([Layer(root)]), Path("/nonexistent"))
+    assert alone is not None and alone.files.keys() == walked.files.keys()
 
 
 def test_load_order_puts_dependencies_first() -> None:
