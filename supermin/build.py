@@ -82,7 +82,11 @@ def collect_entries(
     base: Sequence[Layer] = (),
     init: InitRequest | None = None,
     packagelist: bool = False,
+    early: EarlyCopies | None = None,
 ) -> list[FileEntry]:
+    """Every entry of the appliance, merged. `early` is the ext2 image begun by
+    earlymodules.py: it is offered the packages' large host files as soon as
+    they are known."""
     appliance = read_inputs(inputs)
     epoch = source_date_epoch()
     mtime = epoch or int(time.time())
@@ -98,6 +102,13 @@ def collect_entries(
         opened = open_packages(ordered, reader, report=report, cache=cache)
         if cache is not None:
             report.info(cache.summary())
+    if early is not None:
+        # The packages' large files too (installed packages: host files), while
+        # the rest is collected. Offering costs ~9 µs a file in this process: the
+        # files from 64 KiB, a twentieth of them, hold nine tenths of the bytes.
+        early.offer(
+            (entry for _, contents in opened for entry in contents.entries), smallest=64 << 10
+        )
     lua = sum(s.interpreter == "<lua>" for _, contents in opened for s in contents.scripts)
     if lua:
         report.warn(
@@ -344,7 +355,14 @@ def build(
             early = start_early_modules(search, directory / "root", options.size)
         try:
             entries = collect_entries(
-                inputs, sources, stage, report, base, init, options.include_packagelist
+                inputs,
+                sources,
+                stage,
+                report,
+                base,
+                init,
+                options.include_packagelist,
+                early.copies if early is not None else None,
             )
             kernel = None
             if options.with_kernel:

@@ -1051,3 +1051,18 @@ def test_early_copies_dropped_before_the_writer_takes_them(tmp_path: Path) -> No
     early.close()
     assert not (tmp_path / "root").exists()
     assert _children() == before
+
+
+def test_early_offers_from_a_size(tmp_path: Path) -> None:
+    """Offering costs the planner time per file: the build offers large files only."""
+    contents = Contents(tmp_path / "content")
+    entries = _sorted([*small_entries(contents), contents.file("/etc/big", 0o644, BIG)])
+    image = tmp_path / "root"
+    early = EarlyCopies.start(image, 128 * MIB)
+    assert early is not None
+    early.offer(entries, smallest=MIB)
+    assert sorted(size for _path, size in early.copies) == [5 * MIB + 1, len(BIG)]
+    write_ext2(entries, image, size=128 * MIB, uuid=FS_UUID, timestamp=FS_TIME, early=early)
+    e2fsck(image)
+    listing, _inodes = debugfs_listing(image, tmp_path / "dump")
+    assert without_lost_found(listing) == expected_listing(entries)

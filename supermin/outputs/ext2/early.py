@@ -89,8 +89,9 @@ class EarlyCopies:
                 os.unlink(image)
             raise
 
-    def offer(self, entries: Iterable[FileEntry]) -> None:
-        """Start copying the data of these entries' host files (others are passed over).
+    def offer(self, entries: Iterable[FileEntry], smallest: int = 0) -> None:
+        """Start copying the data of these entries' host files of `smallest` bytes or
+        more (others are passed over).
 
         Stops at a file that would take more than half the blocks still free: the
         rest of the tree needs room too (and is written the usual way).
@@ -99,6 +100,8 @@ class EarlyCopies:
         if copier is None:
             return
         for entry in entries:
+            if entry.size < smallest:
+                continue
             key = early_key(entry)
             if key is None or key in self.copies:
                 continue
