@@ -46,12 +46,13 @@ that exactly one package can meet is met first (and that package walked), as
 a SAT solver's propagation would. So ``tp-greet-1:3.0`` requiring
 ``libgreet.so.1`` (two providers) and ``tp-greet-libs(x86-64) = 1:3.0-1``
 (one) gets the libs of its own version. Both are optional attributes, so
-the `Repository` protocol is unchanged.
+the `Repository` protocol is unchanged; so is `conflicts_with_any(package,
+others)`, one call for what `conflicts` answers pair by pair.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -165,6 +166,10 @@ class _Resolver:
         self.repo = repo
         # Repositories of SAT-solved formats (rpm: libsolv) ask for unit propagation.
         self.propagate = bool(getattr(repo, "unit_propagation", False))
+        # One call per candidate instead of one per chosen package, where offered.
+        self.conflicts_with_any: Callable[[Package, Iterable[Package]], bool] | None = getattr(
+            repo, "conflicts_with_any", None
+        )
         self.chosen: dict[str, Package] = {}
         self.edges: dict[str, dict[str, Edge]] = {}
         self.chosen_roots: set[str] = set()
@@ -204,6 +209,8 @@ class _Resolver:
         return None
 
     def conflicting(self, candidate: Package) -> bool:
+        if self.conflicts_with_any is not None:
+            return self.conflicts_with_any(candidate, self.chosen.values())
         conflicts = self.repo.conflicts
         return any(conflicts(candidate, chosen) for chosen in self.chosen.values())
 

@@ -452,6 +452,21 @@ def test_conflicts_and_breaks(synthetic: DebRepository) -> None:
     assert not synthetic.conflicts(package("tp-rich"), package("tp-newthing"))
     with pytest.raises(ResolveError, match="tp-greet"):
         resolve(synthetic, ["tp-conflict", "tp-greet"])
+    # The resolver's one call per candidate answers as the pairs do, either side.
+    names = ["tp-conflict", "tp-greet", "tp-legacy", "tp-newthing", "tp-rich"]
+    for one in names:
+        others = [package(n) for n in names if n != one]
+        assert synthetic.conflicts_with_any(package(one), others) == any(
+            synthetic.conflicts(package(one), other) for other in others
+        )
+        for other in others:
+            assert synthetic.conflicts_with_any(package(one), [other]) == synthetic.conflicts(
+                other, package(one)
+            )
+    assert not synthetic.conflicts_with_any(package("tp-rich"), [package("tp-newthing")])
+    assert synthetic.conflicts_with_any(
+        package("tp-rich"), [package("tp-newthing"), package("tp-legacy")]
+    )
 
 
 def test_cycle_is_ordered_by_pre_depends(extra_debs: Path) -> None:

@@ -172,19 +172,40 @@ class DebRepository:
         )
 
     def conflicts(self, package: Package, other: Package) -> bool:
-        if package.name == other.name:
-            return False
-        return self._declares_conflict(package, other) or self._declares_conflict(other, package)
+        return self.conflicts_with_any(package, (other,))
 
-    def _declares_conflict(self, package: Package, other: Package) -> bool:
+    def conflicts_with_any(self, package: Package, others: Iterable[Package]) -> bool:
+        """Whether `package` conflicts with any of `others`, in one call.
+
+        The resolver asks this of every candidate against everything chosen
+        (24,500 pairs for libguestfs's appliance); most packages declare no
+        Conflicts or Breaks, and one loop here skips them at a dict lookup each.
+        """
+        mine = self._conflict_relations(package)
+        known = self._conflicts_of
+        for other in others:
+            if other.name == package.name:
+                continue
+            theirs = known.get(other)
+            if theirs is None:
+                theirs = self._conflict_relations(other)
+            if mine and self._declares(mine, other):
+                return True
+            if theirs and self._declares(theirs, package):
+                return True
+        return False
+
+    def _conflict_relations(self, package: Package) -> tuple[Relation, ...]:
         relations = self._conflicts_of.get(package)
         if relations is None:
             raw = ", ".join(
                 package.fields[name] for name in ("Conflicts", "Breaks") if name in package.fields
             )
             relations = self._conflicts_of[package] = parse_flat(raw) if raw else ()
-        if not relations:
-            return False
+        return relations
+
+    def _declares(self, relations: tuple[Relation, ...], other: Package) -> bool:
+        """Whether one of a package's Conflicts/Breaks `relations` is met by `other`."""
         # satisfies() needs the relation to name `other` or something it provides.
         names = self._names_of.get(other)
         if names is None:
