@@ -11,6 +11,7 @@ blocks of 32-bit block numbers).
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from array import array
@@ -43,16 +44,17 @@ class BlockMap:
     indirect: list[tuple[int, bytes]]  # (block, contents) of each indirect block
 
 
+@functools.cache
 def max_data_blocks(pointers: int = POINTERS) -> int:
     return DIRECT + pointers + pointers**2 + pointers**3
 
 
 def indirect_blocks(data_blocks: int, pointers: int = POINTERS) -> int:
     """How many indirect blocks a file of `data_blocks` data blocks needs."""
+    if data_blocks <= DIRECT:  # nearly every file: asked for twice per inode
+        return 0
     if data_blocks > max_data_blocks(pointers):
         raise ValueError(f"{data_blocks} blocks are more than ext2 can map")
-    if data_blocks <= DIRECT:
-        return 0
     rest = data_blocks - DIRECT
     count = 0
     for level in (1, 2, 3):
@@ -71,6 +73,12 @@ def map_blocks(
     With `take_indirect`, the indirect blocks come from it, the data from `take`
     (a file whose data is already in place).
     """
+    if data_blocks <= DIRECT:  # no indirect block: most files, and every directory here
+        runs = take(data_blocks) if data_blocks else []
+        numbers = array("I")
+        for run in runs:
+            numbers.extend(range(run.start, run.start + run.count))
+        return BlockMap(_little_endian(numbers, SLOTS), data_blocks, runs, [])
     if data_blocks > max_data_blocks(pointers):
         raise ValueError(f"{data_blocks} blocks are more than ext2 can map")
     mapper = _Mapper(take, pointers, take_indirect or take)
