@@ -201,14 +201,17 @@ def _new_lost_found(timestamp: int) -> Node:
 def _check_metadata(entry: FileEntry) -> None:
     if entry.mode & ~0o7777 or entry.mode < 0:
         raise refuse(entry, f"mode {entry.mode:#o} has bits beyond the permissions")
-    for what, number in (("uid", entry.uid), ("gid", entry.gid)):
-        if not 0 <= number <= MAX_UID:
-            raise refuse(entry, f"{what} {number} does not fit in 32 bits")
+    if not 0 <= entry.uid <= MAX_UID:
+        raise refuse(entry, f"uid {entry.uid} does not fit in 32 bits")
+    if not 0 <= entry.gid <= MAX_UID:
+        raise refuse(entry, f"gid {entry.gid} does not fit in 32 bits")
     if not MIN_TIME <= entry.mtime <= MAX_TIME:
         raise refuse(entry, f"mtime {entry.mtime} is outside ext2's years 1901 to 2446")
 
 
 def _xattrs(entry: FileEntry) -> bytes:
+    if not entry.xattrs:
+        return b""
     try:
         return pack_inode_xattrs(entry.xattrs)
     except ValueError as err:
