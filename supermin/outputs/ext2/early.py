@@ -8,7 +8,8 @@ metadata depends only on the image's size while the tree has fewer inodes
 than one per 16 KiB of disk (mke2fs's ratio; see layout.py). So blocks can
 be handed out, and filled by the helper, as soon as a file is known: the
 build offers the kernel's modules (~400 MB) right after it walks them,
-before it reads the packages.
+before it reads the packages, and the installed packages' large files as
+soon as it has read them.
 
 The writer then claims each planned file's early copy by its content (the
 host file and its size). The blocks of copies that no file claims (the tree
@@ -40,9 +41,7 @@ Key = tuple[Path, int]
 @dataclass(frozen=True, slots=True)
 class EarlyCopy:
     number: int  # the helper's record number, without the EARLY bit
-    source: Path
-    size: int
-    runs: list[Run]
+    runs: list[Run]  # where the data went
 
 
 def early_key(entry: FileEntry) -> Key | None:
@@ -111,7 +110,7 @@ class EarlyCopies:
             self.free -= blocks
             runs = self.allocator.take(blocks)
             number = len(self.copies)
-            self.copies[key] = EarlyCopy(number, key[0], entry.size, runs)
+            self.copies[key] = EarlyCopy(number, runs)
             source = os.fsencode(key[0])
             check = entry.size  # the whole file must still have this size
             copied = 0
