@@ -66,7 +66,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Edge:
-    """Why A depends on B: the first requirement met by B, and what kind of edge."""
+    """Why A depends on B: the last of its requirements B met, and what kind of edge
+    (strict if any was, weak only if all were)."""
 
     strict: bool
     weak: bool
