@@ -150,16 +150,21 @@ class ModuleTree:
     ) -> ModuleTree:
         files: dict[str, tuple[str, Content]] = {}
         builtin = b""
+        # Per entry, pathlib's is_relative_to and `/` parse paths: compare parts instead.
+        top_parts = top.parts
+        depth = len(top_parts)
+        builtin_path = top / "modules.builtin"
         for entry in entries:
             content = Content.of(entry)
             if entry.kind is not EntryKind.FILE or content is None:
                 continue
-            if not entry.path.is_relative_to(top):
+            path = entry.path
+            if path.parts[:depth] != top_parts:
                 continue
-            if entry.path == top / "modules.builtin":
+            if path == builtin_path:
                 builtin = _read(content)
-            elif entry.path.name.endswith(_SUFFIXES):
-                files.setdefault(module_name(entry.path.name), (entry.path.name, content))
+            elif path.name.endswith(_SUFFIXES):
+                files.setdefault(module_name(path.name), (path.name, content))
         return ModuleTree(files, _builtin(builtin), where or f"{top} in the appliance")
 
 
