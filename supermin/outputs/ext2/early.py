@@ -32,7 +32,7 @@ from supermin.outputs.ext2.blockmap import BLOCK_SIZE, Run
 from supermin.outputs.ext2.copier import EARLY, Copier
 from supermin.outputs.ext2.layout import Geometry, plan_geometry
 from supermin.outputs.ext2.tree import Tree
-from supermin.outputs.ext2.writer import Allocator
+from supermin.outputs.ext2.writer import Allocator, queue_copy
 
 # What identifies an early copy: the whole host file and the size it had.
 Key = tuple[Path, int]
@@ -111,14 +111,8 @@ class EarlyCopies:
             runs = self.allocator.take(blocks)
             number = len(self.copies)
             self.copies[key] = EarlyCopy(number, runs)
-            source = os.fsencode(key[0])
-            check = entry.size  # the whole file must still have this size
-            copied = 0
-            for run in runs:
-                length = min(run.count * BLOCK_SIZE, entry.size - copied)
-                copier.copy(EARLY | number, source, check, copied, run.start * BLOCK_SIZE, length)
-                check = -1
-                copied += length
+            # The whole file must still have the size it has now.
+            queue_copy(copier, EARLY | number, os.fsencode(key[0]), entry.size, 0, entry.size, runs)
         copier.flush()  # the last records too: the writer's come much later
 
     def claims(self, tree: Tree) -> dict[int, EarlyCopy]:

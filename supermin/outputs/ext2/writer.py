@@ -258,16 +258,7 @@ class ImageWriter:
         source = os.fsencode(content.path)
         # A whole file is checked against the entry's size first, as in _copy.
         check = entry.size if content.offset is None else -1
-        if not runs:
-            copier.copy(number, source, check, content.start, 0, 0)
-        copied = 0
-        for run in runs:
-            length = min(run.count * BLOCK_SIZE, entry.size - copied)
-            copier.copy(
-                number, source, check, content.start + copied, run.start * BLOCK_SIZE, length
-            )
-            check = -1
-            copied += length
+        queue_copy(copier, number, source, check, content.start, entry.size, runs)
 
     def _copy_failure(self, failure: CopyFailure) -> OutputError:
         entry = self.queued[failure.number]
@@ -373,6 +364,28 @@ def _set_bits(bits: bytearray, start: int, end: int, on: bool = True) -> None:
             bits[bit // 8] |= 1 << bit % 8
         else:
             bits[bit // 8] &= ~(1 << bit % 8)
+
+
+def queue_copy(
+    copier: Copier,
+    number: int,
+    source: bytes,
+    check: int,
+    start: int,
+    size: int,
+    runs: Sequence[Run],
+) -> None:
+    """Queue the copy of `size` bytes of `source` from `start` into `runs`, one record
+    per run; `check` (the size the whole source must have, or -1) goes with the first.
+    No runs (an empty file) still makes one record, so that the size is checked."""
+    if not runs:
+        copier.copy(number, source, check, start, 0, 0)
+    copied = 0
+    for run in runs:
+        length = min(run.count * BLOCK_SIZE, size - copied)
+        copier.copy(number, source, check, start + copied, run.start * BLOCK_SIZE, length)
+        check = -1
+        copied += length
 
 
 _KEEP_SIZE, _PUNCH_HOLE = 1, 2  # fallocate(2) flags
