@@ -17,13 +17,18 @@ import libarchive.exception
 from supermin.errors import ArchiveError
 from supermin.packages import PackageContents
 from supermin.spool import Spool
-from supermin.tarstream import CONTENT_BLOCK, tar_entries
+from supermin.tarstream import CONTENT_BLOCK, member_data, tar_entries
 
 _REDOWNLOAD = "download the package again or remove it from the source"
 
 
 class _BlockStream(io.RawIOBase):
-    """A readable file over an iterator of byte blocks (the outer ar member)."""
+    """A readable file over an iterator of byte blocks (the outer ar member).
+
+    The blocks come from tarstream.member_data, copied once out of
+    libarchive's buffer: libarchive-c's get_blocks zeroes a new 1 MiB buffer
+    for each member and copies all of it for every block, however short.
+    """
 
     def __init__(self, blocks: Iterator[bytes]) -> None:
         self._blocks = blocks
@@ -60,7 +65,7 @@ def _control_files(blob: bytes) -> dict[str, bytes]:
         for member in control:
             name = member.pathname.removeprefix("./")
             if member.isreg and name and "/" not in name:
-                files[name] = b"".join(member.get_blocks())
+                files[name] = b"".join(member_data(control, member.size))
     return files
 
 
@@ -77,9 +82,9 @@ def read_deb(deb: Path, spool: Spool, origin: str) -> PackageContents:
             for member in outer:
                 name = member.pathname
                 if name.startswith("control.tar"):
-                    control = _control_files(b"".join(member.get_blocks(CONTENT_BLOCK)))
+                    control = _control_files(b"".join(member_data(outer, member.size)))
                 elif name.startswith("data.tar"):
-                    stream = _BlockStream(iter(member.get_blocks(CONTENT_BLOCK)))
+                    stream = _BlockStream(member_data(outer, member.size))
                     try:
                         with libarchive.stream_reader(
                             stream, format_name="tar", block_size=CONTENT_BLOCK
@@ -103,7 +108,7 @@ def read_control(deb: Path) -> dict[str, bytes]:
         with libarchive.file_reader(str(deb), format_name="ar") as outer:
             for member in outer:
                 if member.pathname.startswith("control.tar"):
-                    return _control_files(b"".join(member.get_blocks(CONTENT_BLOCK)))
+                    return _control_files(b"".join(member_data(outer, member.size)))
     except libarchive.exception.ArchiveError as err:
         raise _corrupt(deb, err) from None
     except OSError as err:
