@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 import stat
 import sys
 from collections.abc import Iterable
@@ -73,6 +75,14 @@ class FileEntry:
     @property
     def st_mode(self) -> int:
         return KIND_FORMAT_BITS[self.kind] | self.mode
+
+    def __reduce__(self) -> tuple[type[FileEntry], tuple[Any, ...]]:
+        # What a frozen, slotted dataclass pickles by otherwise calls fields()
+        # for every entry: a tenth of storing an archive in the extraction cache.
+        return FileEntry, _field_values(self)
+
+
+_field_values = operator.attrgetter(*(field.name for field in dataclasses.fields(FileEntry)))
 
 
 def sorted_xattrs(pairs: Iterable[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
