@@ -96,12 +96,15 @@ def collect_entries(
         sources.sysroot, exclude_matcher(appliance.excludes) if appliance.excludes else None
     )
     reader = universe.reader(spool, host)
-    ordered = resolution.install_order()
-    with report.step(f"reading {len(ordered)} packages"):
+    chosen = resolution.packages()
+    with report.step(f"reading {len(chosen)} packages"):
         cache = ExtractionCache.at(cache_dir())
-        opened = open_packages(ordered, reader, report=report, cache=cache)
+        opened = open_packages(
+            chosen, reader, report=report, cache=cache, order=resolution.install_order
+        )
         if cache is not None:
             report.info(cache.summary())
+    ordered = [package for package, _ in opened]
     if early is not None:
         # The packages' large files too (installed packages: host files), while
         # the rest is collected. Offering costs ~9 µs a file in this process: the
