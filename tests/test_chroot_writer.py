@@ -503,3 +503,34 @@ def test_time_writing_twenty_thousand_small_files(tmp_path: Path) -> None:
         f"write_mtree: {mtree_seconds:.2f}s"
     )
     assert sum(len(files) for _, _, files in os.walk(root)) == 20_000
+
+
+@pytest.mark.parametrize("kept_open", [0, 1, 256])
+def test_pack_descriptors_are_shared_and_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept_open: int
+) -> None:
+    # Members of three packs, interleaved, copied by two threads from shared
+    # descriptors (or, past the limit, one opened per file); none left open.
+    import supermin.outputs.chroot as chroot
+    from supermin.spool import Spool
+
+    monkeypatch.setattr(chroot, "_OPEN_PACKS", kept_open)
+    spool = Spool(tmp_path / "spool")
+    entries = [_entry("/", EntryKind.DIR, 0o755)]
+    data = {}
+    packs = [spool.pack() for _ in range(3)]
+    opened = [context.__enter__() for context in packs]
+    for number in range(60):
+        payload = os.urandom(number * 997)
+        path = f"/f{number:02d}"
+        data[path] = payload
+        entries.append(opened[number % 3].file_entry(PurePosixPath(path), payload, 0o644, T0))
+    for context in packs:
+        context.__exit__(None, None, None)
+    before = len(os.listdir("/proc/self/fd"))
+    root = tmp_path / "root"
+    root.mkdir()
+    write_chroot(entries, root, privileged=False, jobs=2)
+    assert len(os.listdir("/proc/self/fd")) == before
+    for path, payload in data.items():
+        assert (root / path[1:]).read_bytes() == payload, path

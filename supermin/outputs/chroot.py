@@ -35,6 +35,7 @@ _BUILDING_DIR_MODE = 0o700
 _PRIVATE_MODE = 0o600
 _COPY_CHUNK = 1 << 30
 _READ_BUFFER = 1 << 20
+_OPEN_PACKS = 256  # descriptors kept open by _Sources, well below a default limit of 1024
 # copy_file_range(2) refuses some file pairs (across file systems before Linux 5.3
 # and again across file system types since 5.19, or on file systems without
 # support); sendfile(2) and then plain read/write take over.
@@ -44,6 +45,7 @@ _COPY_UNSUPPORTED = frozenset(
 _HOSTILE = "the entry list is corrupt or hostile"
 
 Names = tuple[str, ...]
+_Step = Callable[[int, int, int, int], int]  # (src, dst, offset, count) -> bytes copied
 
 
 def write_chroot(
@@ -178,42 +180,83 @@ class _DirStack:
             os.close(self._fds.pop())
 
 
-def _pump(step: Callable[[int, int, int], int], src: int, dst: int, size: int) -> int:
+def _pump(step: _Step, src: int, dst: int, offset: int, size: int) -> int:
     copied = 0
     while copied < size:
-        count = step(src, dst, min(size - copied, _COPY_CHUNK))
+        count = step(src, dst, offset + copied, min(size - copied, _COPY_CHUNK))
         if count == 0:
             break
         copied += count
     return copied
 
 
-def _by_copy_file_range(src: int, dst: int, count: int) -> int:
-    return os.copy_file_range(src, dst, count)
+# Each reads at an offset of its own, leaving the source's position alone:
+# a spool pack's descriptor is shared by the writing threads.
+def _by_copy_file_range(src: int, dst: int, offset: int, count: int) -> int:
+    return os.copy_file_range(src, dst, count, offset)
 
 
-def _by_sendfile(src: int, dst: int, count: int) -> int:
-    return os.sendfile(dst, src, None, count)
+def _by_sendfile(src: int, dst: int, offset: int, count: int) -> int:
+    return os.sendfile(dst, src, offset, count)
 
 
-def _by_read_write(src: int, dst: int, count: int) -> int:
-    data = os.read(src, min(count, _READ_BUFFER))
+def _by_read_write(src: int, dst: int, offset: int, count: int) -> int:
+    data = os.pread(src, min(count, _READ_BUFFER), offset)
     view = memoryview(data)
     while view:
         view = view[os.write(dst, view) :]
     return len(data)
 
 
-def _copy_fd(src: int, dst: int, size: int) -> int:
-    """Copy `size` bytes from `src` to `dst` in the kernel when it can; return bytes copied."""
+def _copy_fd(src: int, dst: int, offset: int, size: int) -> int:
+    """Copy `size` bytes from `offset` of `src` to `dst`, in the kernel when it can."""
     for step in (_by_copy_file_range, _by_sendfile):
         try:
-            return _pump(step, src, dst, size)
+            return _pump(step, src, dst, offset, size)
         except OSError as err:
             # Only a refusal before anything was written can be retried another way.
             if err.errno not in _COPY_UNSUPPORTED or os.lseek(dst, 0, os.SEEK_CUR) != 0:
                 raise
-    return _pump(_by_read_write, src, dst, size)
+    return _pump(_by_read_write, src, dst, offset, size)
+
+
+class _Sources:
+    """Descriptors to read file contents from; a spool pack's is opened once.
+
+    A pack holds every member of one archive, hundreds of the tree's files:
+    opening, measuring and closing it for each of them was three system
+    calls a file. Up to _OPEN_PACKS stay open, shared by the threads (every
+    read gives its offset); past that, and for whole files, each is opened
+    for its file alone.
+    """
+
+    def __init__(self) -> None:
+        self._packs: dict[Path, tuple[int, int]] = {}  # path -> (descriptor, size)
+        self._lock = threading.Lock()
+
+    def open(self, content: Content) -> tuple[int, int, int, bool]:
+        """(descriptor, offset, bytes the file holds of ours, whether the caller closes it).
+
+        OSError when unreadable. As Content.open: the bytes held are the
+        whole file's size now, or for a span fewer than its length only when
+        the pack was cut short.
+        """
+        if content.offset is None or len(self._packs) >= _OPEN_PACKS:
+            fd, held = content.open()
+            return fd, content.start, held, True
+        with self._lock:
+            found = self._packs.get(content.path)
+            if found is None:
+                fd = os.open(content.path, os.O_RDONLY | os.O_CLOEXEC)
+                found = self._packs[content.path] = (fd, os.fstat(fd).st_size)
+        fd, size = found
+        return fd, content.offset, max(0, min(content.length, size - content.offset)), False
+
+    def close(self) -> None:
+        with self._lock:
+            for fd, _ in self._packs.values():
+                os.close(fd)
+            self._packs.clear()
 
 
 def _hint(err: OSError, privileged: bool) -> str:
@@ -255,10 +298,12 @@ class _ChrootWriter:
         self.parents = _DirStack(self.root_fd)
         self.files: set[PurePosixPath] = set()  # regular files written, for hardlinks
         self.dirs: list[tuple[Names, FileEntry]] = []  # metadata applied by finish()
+        self.sources = _Sources()
 
     def close(self) -> None:
         self.parents.close()
         os.close(self.root_fd)
+        self.sources.close()
 
     def _error(self, entry: FileEntry, err: OSError) -> OutputError:
         return OutputError(
@@ -370,7 +415,7 @@ class _ChrootWriter:
                 raise self._refuse(entry, f"no content for its {entry.size} bytes")
             return
         try:
-            src, actual = content.open()
+            src, offset, actual, owned = self.sources.open(content)
         except OSError as err:
             raise self._refuse(
                 entry,
@@ -378,9 +423,10 @@ class _ChrootWriter:
                 "its content file is unreadable or was removed while supermin ran",
             ) from err
         try:
-            copied = _copy_fd(src, dst, entry.size) if actual == entry.size else actual
+            copied = _copy_fd(src, dst, offset, entry.size) if actual == entry.size else actual
         finally:
-            os.close(src)
+            if owned:
+                os.close(src)
         if copied != entry.size:
             raise self._refuse(
                 entry,
