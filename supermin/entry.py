@@ -77,8 +77,9 @@ class FileEntry:
         return KIND_FORMAT_BITS[self.kind] | self.mode
 
     def __reduce__(self) -> tuple[type[FileEntry], tuple[Any, ...]]:
-        # What a frozen, slotted dataclass pickles by otherwise calls fields()
-        # for every entry: a tenth of storing an archive in the extraction cache.
+        # A frozen, slotted dataclass otherwise pickles through a __getstate__
+        # that calls fields() for every entry: a third of the time storing the
+        # archives in the extraction cache took (py-spy, 226 packages).
         return FileEntry, _field_values(self)
 
 
