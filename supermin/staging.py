@@ -45,7 +45,7 @@ def mark_top_directory(directory: Path) -> bool:
     """Have ext2/3/4 place each directory made in `directory` as a top-level one.
 
     Why: ext4 without a journal skips over every inode freed in the last
-    minute (five while its inode table block is unwritten) when it allocates
+    minute (six while its inode table block is unwritten) when it allocates
     one, looking each up, in the block group it chose, and it chooses that
     group from the parent directory's. An appliance built where the previous
     one was just removed (`rm -rf`, or our own commit removing the old output)
