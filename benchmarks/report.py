@@ -42,6 +42,8 @@ class Result:
     notes: list[str] = field(default_factory=list)
     # Conditions besides the numbers that the target also needs (e.g. "no false rebuild").
     failures: list[str] = field(default_factory=list)
+    # Figures measured beside the runs that explain them (e.g. row 6's floor).
+    context: dict[str, float] = field(default_factory=dict)
     skipped: str | None = None
     error: str | None = None
 
@@ -96,6 +98,7 @@ def to_json(result: Result) -> dict[str, Any]:
         "met": result.met,
         "failures": result.failures,
         "notes": result.notes,
+        "context": result.context,
         "skipped": result.skipped,
         "error": result.error,
     }

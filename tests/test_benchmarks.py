@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from support.debdata import real_pool
 from support.product import scratch_dir
 
 RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
@@ -109,13 +110,17 @@ def test_chart_is_a_png(quick_run: tuple[Path, subprocess.CompletedProcess[str]]
     assert chart[12:16] == b"IHDR"
 
 
-def _harness(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_run", RUN)
+def _load(path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_run", module)  # dataclasses look it up there
+    monkeypatch.setitem(sys.modules, name, module)  # dataclasses look it up there
     spec.loader.exec_module(module)
     return module
+
+
+def _harness(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    return _load(RUN, "bench_run", monkeypatch)
 
 
 def test_a_missing_peer_is_one_line_and_a_skip(
@@ -134,3 +139,61 @@ def test_a_missing_peer_is_one_line_and_a_skip(
     assert capsys.readouterr().err == (
         "benchmark: skipping initrd-zstd: cpio not installed (apt-get install cpio)\n"
     )
+
+
+def _floor_module(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    return _load(RUN.parent / "floor.py", "bench_floor", monkeypatch)
+
+
+def test_the_cold_row_reports_its_floor(document: dict[str, Any]) -> None:
+    (row,) = [r for r in document["comparisons"] if r["id"] == "pool-chroot-cold"]
+    if row["skipped"]:
+        assert "not installed" in row["skipped"]
+        return
+    context = row["context"]
+    assert context["decode_cpu_s"] > 0 and context["tree_MB"] > 1 and context["cores"] >= 1
+    rates = [context["page_cache_MB_per_s_before"], context["page_cache_MB_per_s_after"]]
+    assert all(rate > 0 for rate in rates)
+    # The bound: both copies' writing at the faster rate, added to the decoding, per core.
+    seconds = context["tree_MB"] / max(rates)
+    expected = (context["decode_cpu_s"] + 2 * seconds) / context["cores"]
+    assert context["floor_two_copies_s"] == pytest.approx(expected)
+    assert context["floor_one_copy_s"] < context["floor_two_copies_s"]
+    assert any(note.startswith("Floor: libarchive decompresses") for note in row["notes"])
+
+
+def test_tree_bytes_counts_each_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    floor = _floor_module(monkeypatch)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a").write_bytes(b"x" * 1000)
+    (tmp_path / "b").write_bytes(b"y" * 24)
+    (tmp_path / "d" / "a-again").hardlink_to(tmp_path / "d" / "a")
+    (tmp_path / "link").symlink_to("d/a")
+    assert floor.tree_bytes(tmp_path) == 1024
+
+
+def test_the_page_cache_probe_writes_a_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    floor = _floor_module(monkeypatch)
+    probe = tmp_path / "probe"
+    assert floor.page_cache_rate(probe, 8 << 20) > 0
+    assert probe.stat().st_size == 8 << 20  # left for the caller to remove after the runs
+    with pytest.raises(FileExistsError):
+        floor.page_cache_rate(probe, 1 << 20)
+
+
+def test_data_members_are_what_ar_extracts(monkeypatch: pytest.MonkeyPatch) -> None:
+    floor = _floor_module(monkeypatch)
+    pool = real_pool(["zlib1g"])
+    debs = sorted(pool.glob("*.deb"))
+    members = floor.data_members(debs)
+    for deb, member in zip(debs, members, strict=True):
+        names = subprocess.run(["ar", "t", str(deb)], capture_output=True, text=True, check=True)
+        (data,) = [name for name in names.stdout.split() if name.startswith("data.tar")]
+        extracted = subprocess.run(["ar", "p", str(deb), data], capture_output=True, check=True)
+        assert member == extracted.stdout
+    assert floor.decode_cpu_seconds(members, 2) > 0
+    bound = floor.Floor(decode_cpu=3.0, page_cache_rates=(1e9, 4e9), tree_bytes=int(2e9), cores=2)
+    assert bound.seconds(2) == pytest.approx((3.0 + 2 * 0.5) / 2)
+    assert bound.seconds(1) == pytest.approx((3.0 + 0.5) / 2)
