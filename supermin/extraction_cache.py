@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supermin import __version__
+from supermin.kernelcopy import copy_file
 from supermin.packages import Package, PackageContents, PackageReader
 
 # Bump when what an entry holds changes shape, or when a reader's output for
@@ -175,12 +176,14 @@ def _copy_blobs(
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
-    # The spool is usually on another file system than the cache (a build's
-    # stage sits beside its output); a link is free when it is not.
+    # The spool sits beside the output, the cache under $XDG_CACHE_HOME: on one
+    # file system a link is free. Across btrfs subvolumes (Fedora's / and /home)
+    # link(2) is refused but the kernel's copy shares the blocks; elsewhere it
+    # copies, in the kernel.
     try:
         os.link(source, target)
     except OSError:
-        shutil.copyfile(source, target)
+        copy_file(source, target)
 
 
 def _load(entry: Path, key: str) -> PackageContents:

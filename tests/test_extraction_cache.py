@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -120,6 +121,32 @@ def test_second_open_decompresses_nothing_and_matches(tmp_path: Path) -> None:
     for entry in _entries(warm_cache):
         for blob in (entry / "data").iterdir():
             assert blob.stat().st_mode & 0o777 == 0o444
+
+
+def test_a_cache_on_another_file_system_holds_copies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool on another file system than the cache: its packs are copied in, whole."""
+    archives = _archives()
+    spool = Spool(tmp_path / "spool")
+    unpacked = Spool(tmp_path / "direct")
+    direct = [_snapshot(_reader(a, unpacked).open(_package(a))) for a in archives]
+
+    def cross_device(source: object, target: object) -> None:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr("supermin.extraction_cache.os.link", cross_device)
+    cache = ExtractionCache(tmp_path / "cache")
+    cold, _ = _open_all(cache, spool, archives)
+    monkeypatch.undo()
+    shutil.rmtree(tmp_path / "spool")  # the copies must not depend on it
+    warm_cache = ExtractionCache(tmp_path / "cache")
+    warm, warm_opened = _open_all(warm_cache, Spool(tmp_path / "spool2"), archives)
+    assert warm_opened == [] and warm_cache.hits == len(archives)
+    assert cold == direct and warm == direct
+    blobs = [blob for entry in _entries(warm_cache) for blob in (entry / "data").iterdir()]
+    assert blobs
+    assert all(b.stat().st_nlink == 1 and b.stat().st_mode & 0o777 == 0o444 for b in blobs)
 
 
 def _truncate_blob(entry: Path) -> None:

@@ -2,9 +2,12 @@
 
 The build runs as uid 65534 without network, in a private mount namespace
 where a scratch btrfs is mounted (nothing on the host changes). Output,
-stage and extraction cache all live on it. After a sync, `filefrag -v` gives
-the physical blocks of every big output file and of the cache's files: a
-shared block is one that lies inside the cache's (a copy is given new ones).
+stage and extraction cache all live on it, the cache either beside the
+output or in a subvolume of its own, as on Fedora, whose / and /home are
+subvolumes of one btrfs: link(2) is refused between them. After a sync,
+`filefrag -v` gives the physical blocks of every big output file and of the
+cache's files: a shared block is one that lies inside the cache's (a copy is
+given new ones).
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ _FILE = re.compile(r"^File size of (\S+) is (\d+) ")
 _EXTENT = re.compile(r"^\s*\d+:\s+\d+\.\.\s*\d+:\s+(\d+)\.\.\s*(\d+):")
 
 
-def _script(mount: Path, pool: Path) -> str:
+def _script(mount: Path, pool: Path, cache_subvolume: bool) -> str:
     cache, work = mount / "cache", mount / "work"
+    make_cache = f"btrfs -q subvolume create {cache}" if cache_subvolume else f"mkdir {cache}"
 
     def nobody(*args: str) -> str:
         env = f"env HOME=/nonexistent SUPERMIN_CACHE_DIR={cache}"
@@ -52,7 +56,8 @@ def _script(mount: Path, pool: Path) -> str:
         [
             "set -eu",
             f"mount -o loop {mount}.img {mount}",
-            f"mkdir {cache} {work} && chmod 0777 {cache} {work}",
+            make_cache,
+            f"mkdir {work} && chmod 0777 {cache} {work}",
             nobody("prepare", *ROOTS, "--repo", str(pool), "-o", str(work / "d")),
             nobody(*build, str(work / "cold")),  # fills the cache
             nobody(*build, str(work / "warm"), "-v"),
@@ -77,14 +82,16 @@ def _physical(report: str) -> dict[str, tuple[int, set[int]]]:
     return files
 
 
-def test_outputs_share_blocks_with_the_cache_on_btrfs() -> None:
+@pytest.mark.parametrize("cache_subvolume", [False, True], ids=["same-subvolume", "own-subvolume"])
+def test_outputs_share_blocks_with_the_cache_on_btrfs(cache_subvolume: bool) -> None:
     pool = real_pool(ROOTS)
     mount = scratch_dir("reflink") / "btrfs"  # a path uid 65534 can reach
     mount.mkdir()
     subprocess.run(["truncate", "-s", "1G", f"{mount}.img"], check=True)
     subprocess.run(["mkfs.btrfs", "-q", f"{mount}.img"], check=True, capture_output=True)
     ran = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", _script(mount, pool)],
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c"]
+        + [_script(mount, pool, cache_subvolume)],
         capture_output=True,
         text=True,
         check=False,

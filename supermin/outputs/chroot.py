@@ -19,13 +19,14 @@ import errno
 import os
 import stat
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 from supermin.content import Content
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import OutputError
+from supermin.kernelcopy import copy_range
 from supermin.reading import default_jobs
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -33,19 +34,10 @@ _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CL
 # Directories stay writable by the builder until all their children exist.
 _BUILDING_DIR_MODE = 0o700
 _PRIVATE_MODE = 0o600
-_COPY_CHUNK = 1 << 30
-_READ_BUFFER = 1 << 20
 _OPEN_PACKS = 256  # descriptors kept open by _Sources, well below a default limit of 1024
-# copy_file_range(2) refuses some file pairs (across file systems before Linux 5.3
-# and again across file system types since 5.19, or on file systems without
-# support); sendfile(2) and then plain read/write take over.
-_COPY_UNSUPPORTED = frozenset(
-    {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM}
-)
 _HOSTILE = "the entry list is corrupt or hostile"
 
 Names = tuple[str, ...]
-_Step = Callable[[int, int, int, int], int]  # (src, dst, offset, count) -> bytes copied
 
 
 def write_chroot(
@@ -178,46 +170,6 @@ class _DirStack:
         while self._names:
             self._names.pop()
             os.close(self._fds.pop())
-
-
-def _pump(step: _Step, src: int, dst: int, offset: int, size: int) -> int:
-    copied = 0
-    while copied < size:
-        count = step(src, dst, offset + copied, min(size - copied, _COPY_CHUNK))
-        if count == 0:
-            break
-        copied += count
-    return copied
-
-
-# Each reads at an offset of its own, leaving the source's position alone:
-# a spool pack's descriptor is shared by the writing threads.
-def _by_copy_file_range(src: int, dst: int, offset: int, count: int) -> int:
-    return os.copy_file_range(src, dst, count, offset)
-
-
-def _by_sendfile(src: int, dst: int, offset: int, count: int) -> int:
-    return os.sendfile(dst, src, offset, count)
-
-
-def _by_read_write(src: int, dst: int, offset: int, count: int) -> int:
-    data = os.pread(src, min(count, _READ_BUFFER), offset)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(dst, view) :]
-    return len(data)
-
-
-def _copy_fd(src: int, dst: int, offset: int, size: int) -> int:
-    """Copy `size` bytes from `offset` of `src` to `dst`, in the kernel when it can."""
-    for step in (_by_copy_file_range, _by_sendfile):
-        try:
-            return _pump(step, src, dst, offset, size)
-        except OSError as err:
-            # Only a refusal before anything was written can be retried another way.
-            if err.errno not in _COPY_UNSUPPORTED or os.lseek(dst, 0, os.SEEK_CUR) != 0:
-                raise
-    return _pump(_by_read_write, src, dst, offset, size)
 
 
 class _Sources:
@@ -423,7 +375,7 @@ class _ChrootWriter:
                 "its content file is unreadable or was removed while supermin ran",
             ) from err
         try:
-            copied = _copy_fd(src, dst, offset, entry.size) if actual == entry.size else actual
+            copied = copy_range(src, dst, offset, entry.size) if actual == entry.size else actual
         finally:
             if owned:
                 os.close(src)
