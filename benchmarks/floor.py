@@ -7,11 +7,11 @@ On this VM the second one changes tenfold from one minute to the next (a new
 256 MiB file was written at 300 MB/s and, minutes later, at 5 GB/s), so a
 ratio means little without the floor measured beside it.
 
-A cold build that fills the extraction cache writes the bytes twice (the cache's
-copy, then the tree); the peer writes them once, from a tar process that runs
-beside its decompressor. The floor divides the sum of that CPU work by the
-cores: it leaves out every other cost of ours, so it is a bound, never a
-prediction.
+Ours, building cold, writes the bytes twice (the extraction cache's copy, then
+the tree; on ext4 there are no reflinks); the peer writes them once, from a
+tar process that runs beside its decompressor. The floor divides the sum of
+that CPU work by the cores: it leaves out every other cost of ours, so it is a
+bound, never a prediction.
 """
 
 from __future__ import annotations
@@ -148,8 +148,8 @@ def note(floor: Floor, packages: int, peer_median: float) -> str:
         f"page cache at {rates} MB/s (before and after the runs); the tree holds "
         f"{floor.tree_bytes / 1e6:.0f} MB. Ours writes those bytes twice (the extraction "
         f"cache's copy, then the tree), the peer once, from a tar process beside its "
-        f"decompressor: at the faster rate, no cold build filling the cache can take less "
-        f"than ({floor.decode_cpu:.2f} + 2 × {floor.tree_bytes / floor.fastest_rate:.2f})"
+        f"decompressor. At the faster rate, ours cannot take less than "
+        f"({floor.decode_cpu:.2f} + 2 × {floor.tree_bytes / floor.fastest_rate:.2f})"
         f" / {floor.cores} cores = {two:.2f} s, {two / peer_median:.2f}× the peer's median "
         f"(benchmarks/floor.py)."
     )
