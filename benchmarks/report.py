@@ -43,7 +43,7 @@ class Result:
     # Conditions besides the numbers that the target also needs (e.g. "no false rebuild").
     failures: list[str] = field(default_factory=list)
     # Figures measured beside the runs that explain them (e.g. row 6's floor).
-    context: dict[str, float] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
     skipped: str | None = None
     error: str | None = None
 

@@ -160,6 +160,11 @@ def test_the_cold_row_reports_its_floor(document: dict[str, Any]) -> None:
     assert context["floor_two_copies_s"] == pytest.approx(expected)
     assert context["floor_one_copy_s"] < context["floor_two_copies_s"]
     assert any(note.startswith("Floor: libarchive decompresses") for note in row["notes"])
+    # Kernel time of every timed run on both sides (wait4), one figure per run.
+    system = context["system_seconds"]
+    assert len(system["ours"]) == len(system["peer"]) == document["meta"]["runs"]
+    assert all(t > 0 for t in system["ours"] + system["peer"])
+    assert any(note.startswith("System time per run, ours: ") for note in row["notes"])
 
 
 def test_tree_bytes_counts_each_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
