@@ -1,4 +1,4 @@
-"""The least time any cold build from the pool could take on this machine, measured.
+"""The least time our cold build from the pool could take on this machine, measured.
 
 Row 6 (a cold build from a pool of .debs against a `dpkg-deb -x` loop) is bound
 by two costs that belong to the machine, not to either program: decompressing
