@@ -37,8 +37,9 @@ def open_packages(
     """Each package with its contents, in the order given (a progress bar on a terminal).
 
     `order`, when given, says that order instead, worked out while the
-    archives are being read (the install order imports and runs networkx:
-    ~0.08 s that one core would otherwise spend alone). Installed packages
+    archives are being read (the first time a graph is met, the install
+    order imports and runs networkx: ~0.08 s that one core would otherwise
+    spend alone; later it is read from the cache). Installed packages
     are copied in that order, so they wait for it.
     """
     jobs = jobs or default_jobs()

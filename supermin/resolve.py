@@ -52,11 +52,13 @@ others)`, one call for what `conflicts` answers pair by pair.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from supermin.cache import cached
 from supermin.errors import ResolveError
 from supermin.packages import Package, Relation, Repository, Requirement
 
@@ -122,7 +124,27 @@ class Resolution:
         Strongly connected components are ordered topologically (ties by their
         smallest name); inside a component, strict (Pre-Depends) edges are kept
         when they form no cycle of their own, the rest goes by name.
+
+        The order depends on nothing but the names and the edges with their
+        strictness, so it is cached under a digest of those: a rebuild, even
+        after a package was updated, reads it back instead of importing
+        networkx (80-100 ms, a tenth of building the libguestfs appliance).
         """
+        names = cached("install-order", self._order_key(), self._ordered_names)
+        if not isinstance(names, list) or sorted(names) != sorted(self.chosen):
+            names = self._ordered_names()  # never trust a stored value blindly
+        return [self.chosen[name] for name in names]
+
+    def _order_key(self) -> str:
+        digest = hashlib.sha256(f"install order {_ORDER_RULES}".encode())
+        for name in sorted(self.chosen):
+            digest.update(f"\0n {name}".encode())
+        for a in sorted(self.edges):
+            for b, edge in sorted(self.edges[a].items()):
+                digest.update(f"\0e {a} {b} {int(edge.strict)}".encode())
+        return digest.hexdigest()[:32]
+
+    def _ordered_names(self) -> list[str]:
         import networkx as nx  # imported when first needed: see the module docstring
 
         graph = self.graph
@@ -135,7 +157,11 @@ class Resolution:
         reverse = condensed.reverse(copy=True)
         for group in nx.lexicographical_topological_sort(reverse, key=lambda g: min(groups[g])):
             order.extend(_order_component(graph, sorted(groups[group])))
-        return [graph.nodes[name]["package"] for name in order]
+        return order
+
+
+# Bump when install_order's rules change: orders cached under the old ones are then unused.
+_ORDER_RULES = 1
 
 
 def _order_component(graph: nx.DiGraph, names: list[str]) -> list[str]:

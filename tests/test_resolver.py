@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from supermin.backends.deb.repository import Catalogue, DebRepository
 from supermin.backends.deb.sources import load_source
 from supermin.errors import ResolveError
 from supermin.packages import Package, Relation
-from supermin.resolve import Resolution, resolve
+from supermin.resolve import Edge, Resolution, resolve
 
 T = TypeVar("T")
 
@@ -555,3 +557,75 @@ def test_graph_is_the_walks_closure(extra_debs: Path) -> None:
     edges = {(a, b) for a, deps in resolution.edges.items() for b in deps}
     assert set(graph.edges) == edges and len(edges) > 2
     assert resolution.graph is graph  # built once
+
+
+_CACHED_ORDER_SCRIPT = """
+import sys
+from pathlib import Path
+from supermin.backends.deb.repository import DebRepository
+from supermin.backends.deb.sources import load_source
+from supermin.resolve import resolve
+repo = DebRepository(load_source(Path(sys.argv[1])), sys.argv[2])
+order = [p.name for p in resolve(repo, ["cyc-top", "strict-x"]).install_order()]
+print(" ".join(order), any(m.split(".")[0] == "networkx" for m in sys.modules))
+"""
+
+
+def test_a_rebuild_reads_the_install_order_from_the_cache(extra_debs: Path, tmp_path: Path) -> None:
+    """The order is worked out with networkx once; later runs read it back, unless the
+    stored value is damaged or not an order of these packages."""
+    cache = tmp_path / "cache"
+    right = "cyc-base cyc-b cyc-a cyc-top strict-x strict-y"
+
+    def run(cache_dir: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-c", _CACHED_ORDER_SCRIPT, str(extra_debs / "cycle"), host_arch()],
+            cwd=tmp_path,  # not the checkout: its supermin/ would shadow the installed package
+            env={**os.environ, "SUPERMIN_CACHE_DIR": cache_dir},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    assert run(str(cache)) == f"{right} True"
+    (stored,) = cache.glob("install-order-*.pickle")
+    assert run(str(cache)) == f"{right} False"
+    # A stored value that passes its checksum but is another order of other names.
+    wrong = pickle.dumps(["cyc-top", "cyc-a"])
+    stored.write_bytes(hashlib.sha256(wrong).digest() + wrong)
+    assert run(str(cache)) == f"{right} True"
+    stored.write_bytes(stored.read_bytes()[:-3])  # torn: fails its checksum
+    assert run(str(cache)) == f"{right} True"
+    assert run(str(cache)) == f"{right} False"  # rewritten whole by the run before
+    assert run("") == f"{right} True"  # --no-cache
+
+
+def _two_in_a_cycle(version: str, a_predepends: bool) -> Resolution:
+    a, b = (Package(name, version, "all", "deb", "test") for name in ("a", "b"))
+    return Resolution(
+        chosen={"a": a, "b": b},
+        edges={
+            "a": {"b": Edge(strict=a_predepends, weak=False, requirement="b")},
+            "b": {"a": Edge(strict=not a_predepends, weak=False, requirement="a")},
+        },
+        roots=["a"],
+        unknown=[],
+    )
+
+
+def test_the_cached_install_order_is_keyed_by_edges_not_versions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUPERMIN_CACHE_DIR", str(tmp_path))
+    first = _two_in_a_cycle("1", a_predepends=True)
+    assert [p.name for p in first.install_order()] == ["b", "a"]
+    # The same cycle with the Pre-Depends the other way round is another graph.
+    flipped = _two_in_a_cycle("1", a_predepends=False)
+    assert [p.name for p in flipped.install_order()] == ["a", "b"]
+    assert len(list(tmp_path.glob("install-order-*.pickle"))) == 2
+    # An update changes versions, not the graph: the stored order, today's packages.
+    updated = _two_in_a_cycle("2", a_predepends=True)
+    order = updated.install_order()
+    assert [p.name for p in order] == ["b", "a"]
+    assert all(p is updated.chosen[p.name] for p in order)
+    assert len(list(tmp_path.glob("install-order-*.pickle"))) == 2
