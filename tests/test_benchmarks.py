@@ -159,6 +159,8 @@ def test_the_cold_row_reports_its_floor(document: dict[str, Any]) -> None:
     expected = (context["decode_cpu_s"] + 2 * seconds) / context["cores"]
     assert context["floor_two_copies_s"] == pytest.approx(expected)
     assert context["floor_one_copy_s"] < context["floor_two_copies_s"]
+    slow = (context["decode_cpu_s"] + 2 * context["tree_MB"] / min(rates)) / context["cores"]
+    assert context["floor_two_copies_at_slowest_rate_s"] == pytest.approx(slow)
     assert any(note.startswith("Floor: libarchive decompresses") for note in row["notes"])
     # Kernel time of every timed run on both sides (wait4), one figure per run.
     system = context["system_seconds"]
@@ -202,3 +204,5 @@ def test_data_members_are_what_ar_extracts(monkeypatch: pytest.MonkeyPatch) -> N
     bound = floor.Floor(decode_cpu=3.0, page_cache_rates=(1e9, 4e9), tree_bytes=int(2e9), cores=2)
     assert bound.seconds(2) == pytest.approx((3.0 + 2 * 0.5) / 2)
     assert bound.seconds(1) == pytest.approx((3.0 + 0.5) / 2)
+    assert bound.seconds(2, bound.slowest_rate) == pytest.approx((3.0 + 2 * 2.0) / 2)
+    assert "at the slower rate, 3.50 s, 0.35×" in floor.note(bound, 1, 10.0)
