@@ -63,15 +63,24 @@ def _mark_used(path: Path) -> None:
         os.utime(path)
 
 
-def cached(kind: str, key: str, compute: Callable[[], T]) -> T:
+def cached(
+    kind: str, key: str, compute: Callable[[], T], valid: Callable[[object], bool] | None = None
+) -> T:
+    """The stored value of `kind` under `key`, else `compute()`'s, stored.
+
+    `valid`, when given, also judges a stored value: one it refuses is
+    recomputed and overwritten, like a damaged one.
+    """
     directory = cache_dir()
     if directory is None:
         return compute()
     path = directory / f"{kind}-{key}.pickle"
     try:
-        value = cast(T, _load(path))
+        loaded = _load(path)
+        if valid is not None and not valid(loaded):
+            raise _Corrupt(path)
         _mark_used(path)
-        return value
+        return cast(T, loaded)
     except (OSError, _Corrupt):
         pass
     value = compute()

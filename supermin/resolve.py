@@ -130,10 +130,18 @@ class Resolution:
         after a package was updated, reads it back instead of importing
         networkx (80-100 ms, a tenth of building the libguestfs appliance).
         """
-        names = cached("install-order", self._order_key(), self._ordered_names)
-        if not isinstance(names, list) or sorted(names) != sorted(self.chosen):
-            names = self._ordered_names()  # never trust a stored value blindly
+        names = cached(
+            "install-order", self._order_key(), self._ordered_names, self._orders_the_chosen
+        )
         return [self.chosen[name] for name in names]
+
+    def _orders_the_chosen(self, stored: object) -> bool:
+        """Whether a stored value is an order of exactly the chosen names."""
+        return (
+            isinstance(stored, list)
+            and all(isinstance(name, str) for name in stored)
+            and sorted(stored) == sorted(self.chosen)
+        )
 
     def _order_key(self) -> str:
         digest = hashlib.sha256(f"install order {_ORDER_RULES}".encode())

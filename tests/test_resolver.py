@@ -594,6 +594,7 @@ def test_a_rebuild_reads_the_install_order_from_the_cache(extra_debs: Path, tmp_
     wrong = pickle.dumps(["cyc-top", "cyc-a"])
     stored.write_bytes(hashlib.sha256(wrong).digest() + wrong)
     assert run(str(cache)) == f"{right} True"
+    assert run(str(cache)) == f"{right} False"  # the refused value was overwritten
     stored.write_bytes(stored.read_bytes()[:-3])  # torn: fails its checksum
     assert run(str(cache)) == f"{right} True"
     assert run(str(cache)) == f"{right} False"  # rewritten whole by the run before
