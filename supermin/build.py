@@ -8,13 +8,14 @@ import shutil
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from supermin.bootfiles import InitRequest, init_layer, runner_entries, systemd_unit_layer
 from supermin.cache import cache_dir
-from supermin.earlymodules import ModulesWalk, moved, start_early_modules, walk_modules
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import UsageError
 from supermin.extraction_cache import ExtractionCache
@@ -24,13 +25,11 @@ from supermin.hostfiles.hostfs import HostFiles
 from supermin.inputs import read_inputs, tarball_entries
 from supermin.kernel import Kernel, KernelSearch, find_kernel, modules_place
 from supermin.merge import Layer, exclude_matcher, lands_at, merge, merge_subtree
-from supermin.miniinitrd import write_mini_initrd
 from supermin.outputs.archives import dropped_xattrs as cpio_dropped_xattrs
 from supermin.outputs.archives import write_cpio, write_tar
 from supermin.outputs.chroot import dropped_xattrs as chroot_dropped_xattrs
 from supermin.outputs.chroot import write_chroot
 from supermin.outputs.compression import Compression, compression_from_name
-from supermin.outputs.ext2 import EarlyCopies, write_ext2
 from supermin.outputs.mtree import write_mtree
 from supermin.owners import with_owners
 from supermin.packagelist import packagelist_layer
@@ -39,6 +38,11 @@ from supermin.reading import open_packages
 from supermin.report import Reporter
 from supermin.spool import Spool
 from supermin.staging import Stage, staged
+
+# The ext2 image writer and the mini-initrd's (~30 ms to import) only where used.
+if TYPE_CHECKING:
+    from supermin.earlymodules import ModulesWalk
+    from supermin.outputs.ext2 import EarlyCopies
 
 
 class OutputFormat(StrEnum):
@@ -161,6 +165,8 @@ def with_kernel_modules(
     """
     if kernel.modules is None or kernel.modules_in_image is not None:
         return entries
+    from supermin.earlymodules import moved, walk_modules
+
     # Walked straight to where merge would move it (/usr/lib/modules with merged /usr).
     at = lands_at(entries, modules_place(kernel))
     how = ", walked and copied while the packages were read"
@@ -248,9 +254,16 @@ def write_output(
         case OutputFormat.CHROOT:
             tree = stage.path(output)
             tree.mkdir()
-            write_chroot(entries, tree)
-            write_mtree(entries, stage.path(mtree_path(output)))
+            # The mtree is Python's work, the tree the kernel's (its threads
+            # wait in system calls, without the GIL): they overlap.
+            with ThreadPoolExecutor(1, thread_name_prefix="supermin-mtree") as pool:
+                mtree = pool.submit(write_mtree, entries, stage.path(mtree_path(output)))
+                write_chroot(entries, tree)
+                mtree.result()
         case OutputFormat.EXT2:
+            from supermin.miniinitrd import write_mini_initrd
+            from supermin.outputs.ext2 import write_ext2
+
             directory = staged_directory or _made(stage.path(output))
             epoch = source_date_epoch()
             timestamp = epoch if epoch is not None else int(time.time())
@@ -353,6 +366,8 @@ def build(
         early = directory = None
         if options.with_kernel and options.fmt is OutputFormat.EXT2:
             # The likely kernel's modules start being copied into the image now.
+            from supermin.earlymodules import start_early_modules
+
             directory = stage.path(output)
             directory.mkdir()
             early = start_early_modules(search, directory / "root", options.size)

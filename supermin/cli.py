@@ -225,10 +225,11 @@ def _output(value: str | None) -> Path:
 def _output_options(options: argparse.Namespace) -> OutputOptions:
     from supermin.build import OutputFormat, OutputOptions, initrd_is_directory, parse_format
     from supermin.outputs.compression import parse_compression
-    from supermin.outputs.ext2 import parse_size
 
     size = OutputOptions.size
     if options.size is not None:
+        from supermin.outputs.ext2 import parse_size  # the image writer: ~15 ms to import
+
         try:
             size = parse_size(options.size)
         except ValueError as err:

@@ -6,6 +6,7 @@ import gzip
 import io
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -162,3 +163,34 @@ def test_synthetic_package_with_scripts_and_provides(tmp_path: Path) -> None:
         ("tp-app", "postinst", "/bin/sh", "configure ''"),
     ]
     assert not (work / "c/var/lib/tp").exists(), "no script may run at build time"
+
+
+_IMPORTED_WRITERS_SCRIPT = """
+import sys
+from supermin.cli import main
+status = main(sys.argv[1:])
+writers = ("supermin.outputs.ext2", "supermin.miniinitrd", "supermin.earlymodules")
+print(status, " ".join(name for name in writers if name in sys.modules) or "none")
+"""
+
+
+def test_a_chroot_build_does_not_import_the_image_writers(tmp_path: Path) -> None:
+    """The ext2 image writer and the mini-initrd's cost ~30 ms to import: only the
+    formats that write them pay it (a --size word is parsed by the image writer's module)."""
+    pool = real_pool(["hello"])
+    work = scratch_dir("imports")
+    prepare_in(work, ["hello"], pool)
+
+    def imported(*extra: str) -> str:
+        build = ["build", str(work / "d"), "--repo", str(pool), "-f", "chroot", "-o"]
+        return subprocess.run(
+            [sys.executable, "-c", _IMPORTED_WRITERS_SCRIPT, *build, str(tmp_path / "c"), *extra],
+            cwd=tmp_path,  # not the checkout: its supermin/ would shadow the installed package
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    assert imported() == "0 none"
+    assert (tmp_path / "c/usr/bin/hello").is_file()
+    assert imported("--size", "1G") == "0 supermin.outputs.ext2"
