@@ -351,16 +351,18 @@ def _run_mode(options: argparse.Namespace, argv: Sequence[str], report: Reporter
         if not options.args:
             raise UsageError("--build needs at least one input directory")
         inputs = [Path(a) for a in options.args]
-        stamp = fingerprint(inputs, options.repo, options.sysroot, _shaping(argv), os.environ)
-        report.debug(f"--if-newer fingerprint {stamp}")
-        if options.if_newer and is_fresh(output, stamp):
-            report.info(f"{output} is up to date")
-            return 0
+        stamp = None
+        if options.if_newer:  # only then is a stamp beside the output wanted
+            stamp = fingerprint(inputs, options.repo, options.sysroot, _shaping(argv), os.environ)
+            report.debug(f"--if-newer fingerprint {stamp}")
+            if is_fresh(output, stamp):
+                report.info(f"{output} is up to date")
+                return 0
         from supermin.build import build
 
         _use_cache_options(options)
         build(inputs, output, _output_options(options), _sources(options), report)
-        if options.if_newer:  # only then is a stamp beside the output wanted
+        if stamp is not None:
             record(output, stamp)
     else:
         raise UsageError("say --prepare or --build (or: supermin prepare / supermin build)")
