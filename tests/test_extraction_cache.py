@@ -100,9 +100,29 @@ def _open_all(
     return snapshots, opened
 
 
+def _records(root: Path) -> list[Path]:
+    """Each entry's record: the file named by the key alone (its blobs add `.TAG.N`)."""
+    return sorted(p for p in root.iterdir() if re.fullmatch(r"[0-9a-f]{64}", p.name))
+
+
 def _entries(cache: ExtractionCache) -> list[Path]:
-    fans = [fan for fan in cache.root.iterdir() if not fan.name.startswith(".")]
-    return sorted(p for fan in fans for p in fan.iterdir())
+    return _records(cache.root)
+
+
+def _blobs(record: Path) -> list[Path]:
+    return sorted(record.parent.glob(f"{record.name}.*"))
+
+
+def _rewrite_record(record: Path, header: dict[str, object], pickled: bytes) -> None:
+    record.chmod(0o644)
+    record.write_bytes(json.dumps(header).encode() + b"\n" + pickled)
+
+
+def _read_record(record: Path) -> tuple[dict[str, object], bytes]:
+    line, _, pickled = record.read_bytes().partition(b"\n")
+    header = json.loads(line)
+    assert isinstance(header, dict)
+    return header, pickled
 
 
 def test_second_open_decompresses_nothing_and_matches(tmp_path: Path) -> None:
@@ -118,9 +138,13 @@ def test_second_open_decompresses_nothing_and_matches(tmp_path: Path) -> None:
     assert warm_opened == [] and (warm_cache.hits, warm_cache.misses) == (len(archives), 0)
     assert cold == direct and warm == direct
     assert len(_entries(warm_cache)) == len(archives)
-    for entry in _entries(warm_cache):
-        for blob in (entry / "data").iterdir():
-            assert blob.stat().st_mode & 0o777 == 0o444
+    # Files only: an entry is its record and its blobs, and nothing is left over.
+    assert all(path.is_file() for path in warm_cache.root.iterdir())
+    blobs = [blob for entry in _entries(warm_cache) for blob in _blobs(entry)]
+    assert blobs
+    assert sorted(warm_cache.root.iterdir()) == sorted([*_entries(warm_cache), *blobs])
+    for blob in blobs:
+        assert blob.stat().st_mode & 0o777 == 0o444
 
 
 def test_a_cache_on_another_file_system_holds_copies(
@@ -144,20 +168,20 @@ def test_a_cache_on_another_file_system_holds_copies(
     warm, warm_opened = _open_all(warm_cache, Spool(tmp_path / "spool2"), archives)
     assert warm_opened == [] and warm_cache.hits == len(archives)
     assert cold == direct and warm == direct
-    blobs = [blob for entry in _entries(warm_cache) for blob in (entry / "data").iterdir()]
+    blobs = [blob for entry in _entries(warm_cache) for blob in _blobs(entry)]
     assert blobs
     assert all(b.stat().st_nlink == 1 and b.stat().st_mode & 0o777 == 0o444 for b in blobs)
 
 
 def _truncate_blob(entry: Path) -> None:
-    blob = max((entry / "data").iterdir(), key=lambda p: p.stat().st_size)
+    blob = max(_blobs(entry), key=lambda p: p.stat().st_size)
     blob.chmod(0o644)
     with blob.open("r+b") as stream:
         stream.truncate(blob.stat().st_size // 2)
 
 
 def _overwrite_blob_same_size(entry: Path) -> None:
-    blob = max((entry / "data").iterdir(), key=lambda p: p.stat().st_size)
+    blob = max(_blobs(entry), key=lambda p: p.stat().st_size)
     blob.chmod(0o644)
     size = blob.stat().st_size
     time.sleep(0.01)  # a later mtime, whatever the file system's granularity
@@ -165,33 +189,55 @@ def _overwrite_blob_same_size(entry: Path) -> None:
 
 
 def _flip_pickle_byte(entry: Path) -> None:
-    pickled = bytearray((entry / "contents.pickle").read_bytes())
-    pickled[len(pickled) // 2] ^= 0xFF
-    (entry / "contents.pickle").write_bytes(bytes(pickled))
+    header, pickled = _read_record(entry)
+    flipped = bytearray(pickled)
+    flipped[len(flipped) // 2] ^= 0xFF
+    _rewrite_record(entry, header, bytes(flipped))
 
 
 def _garbage_pickle_with_its_hash(entry: Path) -> None:
-    # A pickle that matches the manifest but does not unpickle.
+    # A pickle that matches the record's checksum but does not unpickle.
     import hashlib
 
-    (entry / "contents.pickle").write_bytes(b"not a pickle")
-    manifest = json.loads((entry / "manifest").read_text())
-    manifest["pickle_sha256"] = hashlib.sha256(b"not a pickle").hexdigest()
-    (entry / "manifest").write_text(json.dumps(manifest))
+    header, _ = _read_record(entry)
+    header["pickle_sha256"] = hashlib.sha256(b"not a pickle").hexdigest()
+    _rewrite_record(entry, header, b"not a pickle")
 
 
-def _remove_manifest(entry: Path) -> None:
-    (entry / "manifest").unlink()
+def _remove_record(entry: Path) -> None:
+    entry.unlink()
 
 
 def _remove_blob(entry: Path) -> None:
-    next((entry / "data").iterdir()).unlink()
+    _blobs(entry)[0].unlink()
 
 
 def _other_format(entry: Path) -> None:
-    manifest = json.loads((entry / "manifest").read_text())
-    manifest["format"] = -1
-    (entry / "manifest").write_text(json.dumps(manifest))
+    header, pickled = _read_record(entry)
+    header["format"] = -1
+    _rewrite_record(entry, header, pickled)
+
+
+def _unreadable_header(entry: Path) -> None:
+    _, pickled = _read_record(entry)
+    entry.chmod(0o644)
+    entry.write_bytes(b"{not json\n" + pickled)
+
+
+def _blob_of_another_entry(entry: Path) -> None:
+    # A record naming a file outside its own blobs (here: the record itself).
+    header, pickled = _read_record(entry)
+    blobs = header["blobs"]
+    assert isinstance(blobs, list) and blobs
+    blobs[0][0] = entry.name
+    # With the record's own size and mtime, so that only its name gives it away.
+    blobs[0][1:] = [0, 0]
+    while True:
+        _rewrite_record(entry, header, pickled)
+        if blobs[0][1] == entry.stat().st_size:
+            break
+        blobs[0][1] = entry.stat().st_size
+    os.utime(entry, ns=(0, 0))
 
 
 @pytest.mark.parametrize(
@@ -201,9 +247,11 @@ def _other_format(entry: Path) -> None:
         _overwrite_blob_same_size,
         _flip_pickle_byte,
         _garbage_pickle_with_its_hash,
-        _remove_manifest,
+        _remove_record,
         _remove_blob,
         _other_format,
+        _unreadable_header,
+        _blob_of_another_entry,
     ],
 )
 def test_damaged_entry_is_a_miss_and_is_rebuilt(tmp_path: Path, damage: object) -> None:
@@ -223,7 +271,12 @@ def test_damaged_entry_is_a_miss_and_is_rebuilt(tmp_path: Path, damage: object) 
     third = ExtractionCache(tmp_path / "cache")
     [snapshot], opened = _open_all(third, spool, [archive])
     assert (third.hits, opened) == (1, []) and snapshot == direct
-    assert [p.name for p in (tmp_path / "cache" / "extract").iterdir() if p.name[0] == "."] == []
+    root = tmp_path / "cache" / "extract"
+    assert [p.name for p in root.iterdir() if p.name[0] == "."] == []
+    # The damaged entry's blobs went with it (a removed record leaves its blobs to prune).
+    [entry] = _entries(third)
+    if damage is not _remove_record:
+        assert sorted(root.iterdir()) == sorted([entry, *_blobs(entry)])
 
 
 def test_origin_is_part_of_the_key(tmp_path: Path) -> None:
@@ -255,7 +308,9 @@ def test_identical_archives_opened_at_once(tmp_path: Path) -> None:
         thread.join()
     assert results == [direct] * 6 and cache.hits + cache.misses == 6
     assert len(_entries(cache)) == 1
-    assert [p for p in cache.root.iterdir() if p.name.startswith(".")] == []
+    # The losers of the race removed their blobs: one entry's files remain.
+    [entry] = _entries(cache)
+    assert sorted(cache.root.iterdir()) == sorted([entry, *_blobs(entry)])
 
 
 def test_missing_archive_is_the_readers_error(tmp_path: Path) -> None:
@@ -305,7 +360,7 @@ def test_file_identity_sees_a_replaced_file(tmp_path: Path) -> None:
 
 def test_kernel_from_the_cache_is_copied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPERMIN_CACHE_DIR", str(tmp_path / "cache"))
-    image = tmp_path / "cache" / "extract" / "ab" / "abc" / "data" / "00000000"
+    image = tmp_path / "cache" / "extract" / f"{'ab' * 32}.0123abcd.0"
     image.parent.mkdir(parents=True)
     image.write_bytes(b"kernel")
     (tmp_path / "out").mkdir()
@@ -317,22 +372,38 @@ def test_kernel_from_the_cache_is_copied(tmp_path: Path, monkeypatch: pytest.Mon
 def test_prune_in_process(tmp_path: Path) -> None:
     now = time.time()
     root = tmp_path / "extract"
-    old, recent = root / "aa" / "aa11", root / "bb" / "bb22"
-    for entry in (old, recent):
-        (entry / "data").mkdir(parents=True)
-        (entry / "data" / "00000000").write_bytes(b"x" * 1000)
+    root.mkdir()
+    old, recent = root / ("a" * 64), root / ("b" * 64)
+    for record in (old, recent):
+        record.write_bytes(b"r" * 10)
+        Path(f"{record}.0123abcd.0").write_bytes(b"x" * 1000)
+        Path(f"{record}.0123abcd.1").write_bytes(b"x" * 100)
+    orphan, young_orphan = root / f"{'c' * 64}.0123abcd.0", root / f"{'d' * 64}.0123abcd.0"
+    orphan.write_bytes(b"o" * 7)
+    young_orphan.write_bytes(b"o" * 7)
     leftover = root / ".tmp-xyz"
-    leftover.mkdir()
+    leftover.write_bytes(b"t")
+    older_format = root / "ee" / ("e" * 64)  # a directory per entry, under a fan
+    (older_format / "data").mkdir(parents=True)
+    (older_format / "data" / "00000000").write_bytes(b"x" * 20)
     (tmp_path / "deb-pool-1.pickle").write_bytes(b"p" * 10)
     (tmp_path / "deb-pool-2.pickle").write_bytes(b"p" * 10)
-    os.utime(old, (now - 40 * _DAY, now - 40 * _DAY))
-    os.utime(leftover, (now - 2 * _DAY, now - 2 * _DAY))
-    os.utime(tmp_path / "deb-pool-1.pickle", (now - 40 * _DAY, now - 40 * _DAY))
+    for path, days in (
+        (old, 40),
+        (orphan, 2),
+        (leftover, 2),
+        (older_format, 40),
+        (tmp_path / "deb-pool-1.pickle", 40),
+    ):
+        os.utime(path, (now - days * _DAY, now - days * _DAY))
     pruned = prune(tmp_path, 30, now)
-    assert not old.exists() and not leftover.exists() and recent.exists()
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        [recent.name, f"{recent.name}.0123abcd.0", f"{recent.name}.0123abcd.1", young_orphan.name]
+    )
     assert not (tmp_path / "deb-pool-1.pickle").exists()
     assert (tmp_path / "deb-pool-2.pickle").exists()
-    assert (pruned.removed, pruned.freed) == (3, 1010)
+    # old (record and two blobs), the orphan, the leftover, the older format's entry, a pickle
+    assert (pruned.removed, pruned.freed) == (5, 1110 + 7 + 1 + 20 + 10)
 
 
 # ---------------------------------------------------------------- the product, as uid 65534
@@ -367,8 +438,7 @@ def _cache_args(work: Path) -> list[str]:
 
 
 def _stored(work: Path) -> list[Path]:
-    fans = [fan for fan in (work / "cache" / "extract").iterdir() if not fan.name.startswith(".")]
-    return sorted(p for fan in fans for p in fan.iterdir())
+    return _records(work / "cache" / "extract")
 
 
 def test_rebuilds_hit_and_one_changed_archive_is_one_miss(work: Path) -> None:
@@ -390,10 +460,10 @@ def test_rebuilds_hit_and_one_changed_archive_is_one_miss(work: Path) -> None:
     assert len(_stored(work)) == 16
 
 
-@pytest.mark.parametrize("damage", [_truncate_blob, _flip_pickle_byte, _remove_manifest])
+@pytest.mark.parametrize("damage", [_truncate_blob, _flip_pickle_byte, _remove_record])
 def test_damaged_entry_rebuilt_by_the_product(work: Path, damage: object) -> None:
     cold, _ = _build(work, "cold", *_cache_args(work))
-    biggest = max(_stored(work), key=lambda entry: len(list((entry / "data").iterdir())))
+    biggest = max(_stored(work), key=lambda entry: max(b.stat().st_size for b in _blobs(entry)))
     assert callable(damage)
     damage(biggest)
     again, counts = _build(work, "again", *_cache_args(work))
