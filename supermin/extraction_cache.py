@@ -287,14 +287,7 @@ def _remove(root: Path, key: str, blobs: list[Path] | None = None) -> None:
 
 
 def _blobs_of(root: Path, key: str) -> list[Path]:
-    return [root / name for name in _names(root) if name.startswith(f"{key}.")]
-
-
-def _names(directory: Path) -> list[str]:
-    try:
-        return sorted(os.listdir(directory))
-    except OSError:
-        return []
+    return [path for path in _listdir(root) if path.name.startswith(f"{key}.")]
 
 
 def _remove_tree(path: Path) -> None:
@@ -319,7 +312,7 @@ def prune(directory: Path, days: float, now: float | None = None) -> Pruned:
     stale = now - _DAY
     pruned = Pruned()
     root = directory / "extract"
-    names = _names(root)
+    names = [path.name for path in _listdir(root)]
     blobs: dict[str, list[Path]] = {}
     for name in names:
         if found := _BLOB.fullmatch(name):
