@@ -6,10 +6,14 @@ every data.tar member, and writing the tree's bytes into new page-cache pages.
 On this VM the second one changes tenfold from one minute to the next (a new
 256 MiB file was written at 300 MB/s and, minutes later, at 5 GB/s), so a
 ratio means little without the floor measured beside it. The cause is the
-host, which backs the guest's memory lazily and takes back what stays free:
-the first write to such a page costs a fault in the host. Touching 12 GB of
-memory and freeing it took the rate from 340 MB/s to 5 GB/s at once; within
-a minute it was back at 340 MB/s. The note gives the floor at both rates.
+guest's memory policy, which sysfs shows: a DAMON scheme pages out page cache
+left untouched for a minute, up to 128 MiB a second
+(/sys/kernel/mm/damon/admin), and the virtio balloon reports free 2 MiB
+blocks to the host (/sys/module/page_reporting), which takes them back. The
+first write to such a page then costs a fault in the host; a page freed
+moments ago is still backed. Touching 12 GB of memory and freeing it took the
+rate from 340 MB/s to 5 GB/s at once; within a minute it was back at
+340 MB/s. The note gives the floor at both rates.
 
 Ours, building cold, writes the bytes twice (the extraction cache's copy, then
 the tree; on ext4 there are no reflinks); the peer writes them once, from a

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -139,6 +141,30 @@ def test_a_missing_peer_is_one_line_and_a_skip(
     assert capsys.readouterr().err == (
         "benchmark: skipping initrd-zstd: cpio not installed (apt-get install cpio)\n"
     )
+
+
+def test_a_run_waits_out_the_mass_delete_of_the_one_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    harness = _harness(monkeypatch)
+    slept: list[float] = []
+    monkeypatch.setattr(harness.time, "sleep", slept.append)
+    few, many = tmp_path / "few" / "work", tmp_path / "many" / "work"
+    for work, count in ((few, 10), (many, harness._MANY_FILES)):
+        work.mkdir(parents=True)
+        for n in range(count):
+            (work / str(n)).touch()
+        harness.remove_work(work)
+        assert not work.exists()
+    harness.wait_for_deleted(few.parent)
+    assert slept == [] and not (few.parent / ".work-deleted").exists()
+    harness.wait_for_deleted(many.parent)
+    assert len(slept) == 1 and 55 < slept[0] <= harness._RECENTLY_DELETED
+    assert "deleted its work tree 0 s ago" in capsys.readouterr().err
+    long_ago = time.time() - harness._RECENTLY_DELETED - 1
+    os.utime(many.parent / ".work-deleted", (long_ago, long_ago))
+    harness.wait_for_deleted(many.parent)
+    assert len(slept) == 1
 
 
 def _floor_module(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
