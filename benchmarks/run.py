@@ -148,14 +148,25 @@ def fresh(path: Path) -> Path:
     return path
 
 
+def remove_trees(trees: Sequence[Path]) -> int:
+    """Delete `trees`; how many files and directories that was.
+
+    After many, a sync: written back, the inode tables are stepped over for
+    60 s, not 360 s (see fresh()).
+    """
+    files = sum(len(names) + len(dirs) for tree in trees for _, dirs, names in os.walk(tree))
+    for tree in trees:
+        remove_tree(tree)
+    if files >= _MANY_FILES:
+        os.sync()
+    return files
+
+
 def clear_aside(pause: bool) -> None:
     """Delete what the row set aside; after many files, let ext4 forget them first."""
-    files = sum(len(names) + len(dirs) for aside in _SET_ASIDE for _, dirs, names in os.walk(aside))
-    for aside in _SET_ASIDE:
-        remove_tree(aside)
+    files = remove_trees(_SET_ASIDE)
     _SET_ASIDE.clear()
     if pause and files >= _MANY_FILES:
-        os.sync()  # written back, the inode tables are stepped over for 60 s, not 360 s
         say(f"deleted {files} files set aside; waiting {_RECENTLY_DELETED:.0f} s (see fresh())")
         time.sleep(_RECENTLY_DELETED)
 
@@ -170,10 +181,7 @@ _DELETED_MARK = ".work-deleted"
 
 def remove_work(work: Path) -> None:
     """Delete a run's work tree; after many files, leave the mark beside it."""
-    files = sum(len(names) + len(dirs) for _, dirs, names in os.walk(work))
-    remove_tree(work)
-    if files >= _MANY_FILES:
-        os.sync()  # written back, the inode tables are stepped over for 60 s, not 360 s
+    if remove_trees([work]) >= _MANY_FILES:
         (work.parent / _DELETED_MARK).touch()
 
 
