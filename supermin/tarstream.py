@@ -42,9 +42,8 @@ ffi.ffi(
 _ARCHIVE_OK = 0
 
 
-def member_xattrs(member: libarchive.ArchiveEntry) -> tuple[tuple[str, bytes], ...]:
-    """The member's extended attributes, sorted by name."""
-    pointer = member._entry_p
+def member_xattrs(pointer: int) -> tuple[tuple[str, bytes], ...]:
+    """The extended attributes of the member whose header is at `pointer`, sorted by name."""
     pairs: list[tuple[str, bytes]] = []
     if ffi.entry_xattr_reset(pointer) <= 0:
         return ()
@@ -92,6 +91,9 @@ _rdevmajor = _accessor("rdevmajor", ctypes.c_uint)
 _rdevminor = _accessor("rdevminor", ctypes.c_uint)
 _xattr_count = _accessor("xattr_count", ctypes.c_int)
 _sparse_count = _accessor("sparse_count", ctypes.c_int)
+
+
+_next_header = ffi.read_next_header  # decompresses: lets go of the GIL, as it should
 
 
 def member_data(archive: libarchive.ArchiveRead, size: int) -> Iterator[bytes]:
@@ -173,8 +175,15 @@ def _entries(
     archive: libarchive.ArchiveRead, pack: Pack, origin: str, where: str
 ) -> list[FileEntry]:
     entries: list[FileEntry] = []
-    for member in archive:
-        header = member._entry_p
+    pointer = archive._pointer
+    found = ctypes.c_void_p()
+    # archive_read_next_header fills libarchive's own entry: iterating
+    # libarchive-c's ArchiveRead allocates and frees one per member instead,
+    # two more calls that let go of the GIL and wait to take it back.
+    while _next_header(pointer, ctypes.byref(found)) != ffi.ARCHIVE_EOF:
+        header = found.value
+        if not header:  # never, on ARCHIVE_OK; the accessors below would crash on it
+            raise ArchiveError(f"{where}: libarchive gave a member without a header")
         name = _text(_pathname(header) or b"")
         hardlink = _hardlink(header)
         kind = EntryKind.HARDLINK if hardlink else _kind(_filetype(header), name, where)
@@ -208,7 +217,7 @@ def _entries(
                 origin=origin,
                 content=content,
                 content_offset=offset,
-                xattrs=member_xattrs(member) if _xattr_count(header) else (),
+                xattrs=member_xattrs(header) if _xattr_count(header) else (),
             )
         )
     return entries
