@@ -24,6 +24,7 @@ import importlib.util
 import os
 import platform
 import shutil
+import stat
 import statistics
 import subprocess
 import sys
@@ -137,15 +138,50 @@ def fresh(path: Path) -> Path:
     over recently deleted inodes one by one (ext4's recently_deleted(): 60 s
     once the inode table is written back, 360 s while it is dirty). Deleting
     the previous run's tree here would charge the next run for that clean-up.
+
+    The tree's files are emptied, though (release_pages): kept whole, every
+    run's output stays in memory until the row ends, and on this VM each new
+    page beyond those lately freed is one the host has taken back, ten times
+    dearer to write (see floor.py). A row of 3-5 runs a side then measured its
+    later runs at that rate, and ours, whose cold build writes twice the peer's
+    bytes (the extraction cache and the tree), pushed both sides there sooner.
     """
     if path.is_dir() and not path.is_symlink():
         aside = path.with_name(f".aside-{len(_SET_ASIDE)}-{path.name}")
         path.rename(aside)
         _SET_ASIDE.append(aside)
+        if release_pages(aside):
+            os.sync()  # the emptied inodes written back now, not during the next run
     else:
         path.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def release_pages(tree: Path) -> int:
+    """Empty the regular files of `tree` that have no name elsewhere; how many.
+
+    Their pages are freed at once, their inodes stay (see fresh()). A file with
+    another link is left alone: it could be a host file an output links to.
+    """
+    emptied = 0
+    for top, _dirs, names in os.walk(tree):
+        for name in names:
+            path = os.path.join(top, name)
+            try:
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue  # devices and fifos are never opened
+                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue  # unwritable (an unprivileged run's read-only files): kept whole
+            try:
+                st = os.fstat(fd)
+                if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_size:
+                    os.ftruncate(fd, 0)
+                    emptied += 1
+            finally:
+                os.close(fd)
+    return emptied
 
 
 def remove_trees(trees: Sequence[Path]) -> int:

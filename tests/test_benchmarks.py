@@ -167,6 +167,29 @@ def test_a_run_waits_out_the_mass_delete_of_the_one_before(
     assert len(slept) == 1
 
 
+def test_a_set_aside_tree_gives_back_its_pages_and_keeps_its_inodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = _harness(monkeypatch)
+    monkeypatch.setattr(harness, "_SET_ASIDE", [])
+    outside = tmp_path / "host-file"
+    outside.write_bytes(b"h" * 100)
+    tree = tmp_path / "work" / "out"
+    (tree / "d").mkdir(parents=True)
+    (tree / "d" / "own").write_bytes(b"o" * 5000)
+    (tree / "empty").touch()
+    (tree / "linked").hardlink_to(outside)
+    (tree / "to-host").symlink_to(outside)
+    os.mkfifo(tree / "fifo")
+    assert harness.fresh(tree) == tree and not tree.exists()
+    [aside] = harness._SET_ASIDE
+    assert (aside / "d" / "own").stat().st_size == 0  # emptied, still there
+    assert (aside / "empty").exists() and (aside / "fifo").exists()
+    assert outside.read_bytes() == b"h" * 100  # neither the hardlink nor the symlink emptied it
+    assert (aside / "linked").stat().st_size == 100
+    assert harness.release_pages(aside) == 0  # nothing left to empty
+
+
 def _floor_module(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return _load(RUN.parent / "floor.py", "bench_floor", monkeypatch)
 
