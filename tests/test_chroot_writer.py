@@ -181,11 +181,21 @@ def test_root_writes_every_kind_exactly(tmp_path: Path) -> None:
 UNPRIVILEGED_BUILD = """
 import pickle, sys
 from pathlib import Path
-from supermin.outputs.chroot import write_chroot
+import supermin.outputs.chroot as chroot
 from supermin.outputs.mtree import write_mtree
 entries = pickle.loads(Path(sys.argv[1]).read_bytes())
 Path(sys.argv[2]).mkdir()
-write_chroot(entries, Path(sys.argv[2]))
+helpers = int(sys.argv[4])
+if helpers:  # any tree is written by this many helper processes and this one
+    chroot.HELPER_THRESHOLD = 1
+    started = []
+    start = chroot._Helpers.start.__func__
+    record = lambda cls, *a: started.append(start(cls, *a)) or started[-1]
+    chroot._Helpers.start = classmethod(record)
+chroot.write_chroot(entries, Path(sys.argv[2]), jobs=helpers + 1)
+if helpers:
+    assert [len(h.processes) for h in started] == [helpers], started
+    assert all(p.returncode == 0 for p in started[0].processes)
 write_mtree(entries, Path(sys.argv[3]))
 """
 
@@ -226,7 +236,10 @@ def _world_readable_package(dest: Path) -> Path:
     return dest
 
 
-def test_unprivileged_build_keeps_modes_and_records_the_truth(world_dir: Path) -> None:
+@pytest.mark.parametrize("helpers", [0, 2], ids=["threads", "helper-processes"])
+def test_unprivileged_build_keeps_modes_and_records_the_truth(
+    world_dir: Path, helpers: int
+) -> None:
     entries = sample_entries(world_dir / "content")
     (world_dir / "entries.pickle").write_bytes(pickle.dumps(entries))
     package = _world_readable_package(world_dir / "python")
@@ -245,6 +258,7 @@ def test_unprivileged_build_keeps_modes_and_records_the_truth(world_dir: Path) -
             str(world_dir / "entries.pickle"),
             str(chroot),
             str(mtree),
+            str(helpers),
         ],
         env=env,
     )
@@ -534,3 +548,114 @@ def test_pack_descriptors_are_shared_and_closed(
     assert len(os.listdir("/proc/self/fd")) == before
     for path, payload in data.items():
         assert (root / path[1:]).read_bytes() == payload, path
+
+
+# ------------------------------------------------------------------ helper processes
+
+
+@pytest.fixture
+def helpers_started(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Helper processes for a tree of any size; the _Helpers each write_chroot started."""
+    import supermin.outputs.chroot as chroot
+
+    monkeypatch.setattr(chroot, "HELPER_THRESHOLD", 1)
+    started: list[object] = []
+    start = chroot._Helpers.start.__func__  # type: ignore[attr-defined]
+
+    def recording(cls: type, *args: object) -> object:
+        started.append(start(cls, *args))
+        return started[-1]
+
+    monkeypatch.setattr(chroot._Helpers, "start", classmethod(recording))
+    return started
+
+
+def _children() -> list[str]:
+    """The live child processes of this one (a killed helper must not linger)."""
+    me = os.getpid()
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == me and fields[0] != "Z":
+                found.append(pid)
+    return found
+
+
+@needs_root
+def test_helper_processes_write_every_kind_exactly(
+    tmp_path: Path, helpers_started: list[object]
+) -> None:
+    entries = sample_entries(tmp_path / "content")
+    root = tmp_path / "root"
+    root.mkdir()
+    before = _open_fds()
+    write_chroot(entries, root, privileged=True, jobs=3)
+    assert _open_fds() == before
+    [helpers] = helpers_started
+    shares = helpers.shares  # type: ignore[attr-defined]
+    assert [len(p.args) > 0 and p.returncode for p in helpers.processes] == [0, 0]  # type: ignore[attr-defined]
+    written = sorted(str(e.path) for share in [helpers.own, *shares] for e in share)  # type: ignore[attr-defined]
+    assert written == sorted(str(e.path) for e in entries if e.kind is EntryKind.FILE)
+    assert all(shares), "each helper had files to write"
+    check_tree(root, entries, owner=None)
+    assert _children() == []
+
+
+def _failing_tree(content_dir: Path, bad: int) -> list[FileEntry]:
+    """Eight files, one per run of the split: the even ones this process's, the odd
+    ones the helper's; file `bad` names a content file that does not exist."""
+    content_dir.mkdir()
+    entries = [_entry("/", EntryKind.DIR, 0o755)]
+    for number in range(8):
+        if number == bad:
+            entries.append(
+                _entry(f"/f{number}", EntryKind.FILE, 0o644, size=3, content=content_dir / "gone")
+            )
+        else:
+            entries.append(_file(content_dir, f"/f{number}", 0o644, b"abc"))
+    return entries
+
+
+@pytest.mark.parametrize("bad", [0, 5], ids=["this-process", "helper"])
+def test_a_failed_share_reports_what_one_writer_reports(
+    tmp_path: Path, helpers_started: list[object], bad: int
+) -> None:
+    entries = _failing_tree(tmp_path / "content", bad)
+    alone, shared = tmp_path / "alone", tmp_path / "shared"
+    alone.mkdir()
+    shared.mkdir()
+    with pytest.raises(OutputError) as one_writer:
+        write_chroot(entries, alone, privileged=False, jobs=1)
+    assert helpers_started == []
+    with pytest.raises(OutputError) as with_helpers:
+        write_chroot(entries, shared, privileged=False, jobs=2)
+    [helpers] = helpers_started
+    assert len(helpers.processes) == 1  # type: ignore[attr-defined]
+    mine = [str(e.path) for e in helpers.own]  # type: ignore[attr-defined]
+    assert (f"/f{bad}" in mine) is (bad % 2 == 0)
+    message = str(one_writer.value).replace(str(alone), str(shared))
+    assert str(with_helpers.value) == message
+    assert f"cannot write /f{bad} into {shared}: cannot read" in message
+    assert _children() == []
+
+
+def test_no_helper_is_left_when_this_process_fails_first(
+    tmp_path: Path, helpers_started: list[object]
+) -> None:
+    # A directory cannot be made (the output was not empty): the helpers, fed
+    # already, are stopped before they write anything and none outlives the call.
+    entries = _failing_tree(tmp_path / "content", bad=-1)
+    entries.insert(1, _entry("/d", EntryKind.DIR, 0o755))
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "d").write_bytes(b"in the way")
+    with pytest.raises(OutputError, match="cannot write /d into"):
+        write_chroot(entries, root, privileged=False, jobs=2)
+    [helpers] = helpers_started
+    assert all(p.returncode is not None for p in helpers.processes)  # type: ignore[attr-defined]
+    assert os.listdir(root) == ["d"]
+    assert _children() == []
