@@ -13,8 +13,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
-import zstandard
-
 from supermin.errors import UsageError
 
 
@@ -44,6 +42,8 @@ class _Zstd:
         # zstd(1)'s default level: fast, and its window suits the kernel's decoder.
         # On every core (threads=-1): zstd's multithreaded output does not depend
         # on the number of workers, so builds stay byte-identical across machines.
+        import zstandard  # ~14 ms to import: not for the builds that never compress
+
         self._stream = zstandard.ZstdCompressor(level=3, threads=-1).compressobj()
 
     def compress(self, data: bytes, /) -> bytes:
