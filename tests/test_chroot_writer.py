@@ -659,3 +659,20 @@ def test_no_helper_is_left_when_this_process_fails_first(
     assert all(p.returncode is not None for p in helpers.processes)  # type: ignore[attr-defined]
     assert os.listdir(root) == ["d"]
     assert _children() == []
+
+
+def test_threads_write_the_tree_when_no_helper_can_start(
+    tmp_path: Path, helpers_started: list[object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import supermin.outputs.chroot as chroot
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(chroot.subprocess, "Popen", refuse)
+    entries = sample_entries(tmp_path / "content")
+    root = tmp_path / "root"
+    root.mkdir()
+    write_chroot(entries, root, privileged=False, jobs=2)
+    assert helpers_started == [None]
+    check_tree(root, entries, owner=(os.geteuid(), os.getegid()))

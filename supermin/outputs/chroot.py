@@ -525,7 +525,9 @@ class _Helpers:
     ) -> _Helpers | None:
         """`count` helpers fed their shares (this process keeps one); None if none can start."""
         count = min(count, _MAX_HELPERS)
-        if count < 1 or not sys.executable:
+        # A helper runs this file's own package: not where there is no
+        # interpreter to start or the package is not on disk (a zip, say).
+        if count < 1 or not sys.executable or not Path(__file__).is_file():
             return None
         helpers = cls(writer.root)
         # Interleaved contiguous runs: every writer gets parts of every region of the tree.
