@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import gc
 import os
 import re
 import sys
@@ -376,6 +377,16 @@ def _sources(options: argparse.Namespace) -> Sources:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    finally:
+        if argv is None:  # the program itself, about to exit (callers passing argv go on)
+            # The interpreter's last collection would walk the whole heap only to
+            # let the process free it (~30 ms after building 226 packages).
+            gc.freeze()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     report = Reporter()
     try:
         return run(sys.argv[1:] if argv is None else argv, report)
