@@ -292,31 +292,28 @@ class _ChrootWriter:
         helpers = None
         if len(files) >= HELPER_THRESHOLD:
             helpers = _Helpers.start(self, files, jobs - 1)
-        if helpers is None:
-            self._add_in_threads(entries, files, jobs)
-        else:
-            try:
-                # Meanwhile the helpers start up and take in their shares.
-                for entry in entries:
-                    if entry.kind not in (EntryKind.FILE, EntryKind.HARDLINK):
-                        self.add(entry)
+        try:
+            # Meanwhile any helpers start up and take in their shares.
+            for entry in entries:
+                if entry.kind not in (EntryKind.FILE, EntryKind.HARDLINK):
+                    self.add(entry)
+            if helpers is None:
+                self._add_in_threads(files, jobs)
+            else:
                 helpers.go()
                 self._add_run(helpers.own, threading.Event())
                 helpers.finish()  # the first helper that failed says why
-            except BaseException:
+        except BaseException:
+            if helpers is not None:
                 helpers.stop()
-                raise
+            raise
+        if helpers is not None:
             self.files.update(entry.path for share in helpers.shares for entry in share)
         for entry in entries:
             if entry.kind is EntryKind.HARDLINK:
                 self.add(entry)
 
-    def _add_in_threads(
-        self, entries: Sequence[FileEntry], files: Sequence[FileEntry], jobs: int
-    ) -> None:
-        for entry in entries:
-            if entry.kind not in (EntryKind.FILE, EntryKind.HARDLINK):
-                self.add(entry)
+    def _add_in_threads(self, files: Sequence[FileEntry], jobs: int) -> None:
         # Contiguous runs of the sorted list keep each thread's open parents useful.
         size = max(1, -(-len(files) // (jobs * 4)))
         stop = threading.Event()
