@@ -97,7 +97,11 @@ class Pack:
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
         self.fd = fd
-        self._end = 0
+        self._end = 0  # where the last member ended
+        # Where the descriptor is. Kept here rather than asked of the kernel:
+        # two lseeks a member were a tenth of a second of a 15,000-member build,
+        # all of it holding the GIL the other readers wait for.
+        self._position = 0
 
     def start(self, expected: int) -> int:
         """Where a member of `expected` bytes goes; the descriptor is placed there.
@@ -106,22 +110,31 @@ class Pack:
         """
         if expected >= ALIGNMENT and self._end % ALIGNMENT:
             self._end += ALIGNMENT - self._end % ALIGNMENT
-        _seek(self.fd, self._end, os.SEEK_SET)
+        if self._position != self._end:
+            self._position = _seek(self.fd, self._end, os.SEEK_SET)
         return self._end
 
-    def finish(self, start: int) -> tuple[Path, int, int]:
-        """The member written since `start` ends where the descriptor is now."""
-        self._end = _seek(self.fd, 0, os.SEEK_CUR)
-        return self.path, start, self._end - start
+    def finish(self, start: int, written: int | None = None) -> tuple[Path, int, int]:
+        """The member written since `start`: `written` bytes, else up to where the descriptor is."""
+        if written is None:
+            written = _seek(self.fd, 0, os.SEEK_CUR) - start
+        self._end = self._position = start + written
+        return self.path, start, written
+
+    def where_expected(self) -> bool:
+        """Whether the descriptor is where the members' sizes say it should be."""
+        return _seek(self.fd, 0, os.SEEK_CUR) == self._position
 
     def store(self, chunks: Iterable[bytes], expected: int = 0) -> tuple[Path, int, int]:
         """Append a member of `expected` bytes: (pack path, offset, size)."""
         start = self.start(expected)
+        written = 0
         for chunk in chunks:
             view = memoryview(chunk)
+            written += len(view)
             while view:
                 view = view[os.write(self.fd, view) :]
-        return self.finish(start)
+        return self.finish(start, written)
 
     def close(self) -> None:
         """A member ending in a hole was skipped over, not written: give the file its end."""

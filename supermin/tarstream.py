@@ -148,7 +148,10 @@ def store_member(
         return pack.store(member_data(archive, expected), expected)
     start = pack.start(expected)
     ffi.read_data_into_fd(archive._pointer, pack.fd)
-    return pack.finish(start)
+    # libarchive writes exactly the header's size or fails (a truncated
+    # member is an error), so the pack need not ask where the descriptor is
+    # now; tar_entries checks that once per archive.
+    return pack.finish(start, expected if _size_is_set(archive_entry) else None)
 
 
 def _kind(filetype: int, name: str, where: str) -> EntryKind:
@@ -168,7 +171,13 @@ def tar_entries(
 ) -> list[FileEntry]:
     """Every member as a FileEntry; regular file contents are streamed into a pack of `spool`."""
     with spool.pack() as pack:
-        return _entries(archive, pack, origin, where)
+        entries = _entries(archive, pack, origin, where)
+        if not pack.where_expected():
+            raise ArchiveError(
+                f"{where}: libarchive wrote a member of another size than its header gave",
+                "the archive is damaged: recreate it or download it again",
+            )
+        return entries
 
 
 def _entries(

@@ -10,9 +10,10 @@ from pathlib import Path, PurePosixPath
 import libarchive
 import pytest
 
+import supermin.tarstream
 from supermin.content import Content, read_content
 from supermin.entry import EntryKind, FileEntry
-from supermin.errors import OutputError
+from supermin.errors import ArchiveError, OutputError
 from supermin.outputs.archives import write_tar
 from supermin.outputs.chroot import _plain_tree, write_chroot
 from supermin.outputs.compression import Compression
@@ -75,6 +76,37 @@ def test_a_pack_cut_short_is_an_error_not_short_files(tmp_path: Path) -> None:
         write_chroot(entries, root, privileged=False, jobs=1)
     with pytest.raises(OutputError, match=r"/m2: expected 3145728 bytes .* found 100"):
         write_tar(entries, tmp_path / "out.tar", Compression.NONE)
+
+
+def test_a_pack_keeps_track_of_its_descriptor(tmp_path: Path) -> None:
+    """The pack knows where its descriptor is without asking, and notices when it is wrong."""
+    with Spool(tmp_path / "spool").pack() as pack:
+        pack.store([b"abc"], 3)
+        pack.store([os.urandom(5000)], 5000)  # aligned: the descriptor had to move
+        assert pack.where_expected()
+        os.write(pack.fd, b"behind its back")
+        assert not pack.where_expected()
+
+
+def test_a_member_longer_than_its_header_says_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libarchive writes a member's bytes itself; were there more or fewer than the header
+    gave, every later member's offset would be wrong: the archive is refused instead."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("a", "b"):
+        (source / name).write_bytes(name.encode() * 100)
+    archive = tmp_path / "plain.tar"
+    subprocess.run(["tar", "-cf", str(archive), "-C", str(source), "a", "b"], check=True)
+    with libarchive.file_reader(str(archive)) as reader:
+        entries = tar_entries(reader, Spool(tmp_path / "spool"), "test", str(archive))
+    assert [read_content(e) for e in entries] == [b"a" * 100, b"b" * 100]
+    told = supermin.tarstream._size
+    monkeypatch.setattr(supermin.tarstream, "_size", lambda header: told(header) - 1)
+    refused = pytest.raises(ArchiveError, match="plain.tar: libarchive wrote a member of another")
+    with libarchive.file_reader(str(archive)) as reader, refused:
+        tar_entries(reader, Spool(tmp_path / "spool2"), "test", str(archive))
 
 
 def test_content_of_a_host_file_is_the_whole_file(tmp_path: Path) -> None:

@@ -17,9 +17,14 @@ import libarchive.exception
 from supermin.errors import ArchiveError
 from supermin.packages import PackageContents
 from supermin.spool import Spool
-from supermin.tarstream import CONTENT_BLOCK, member_data, tar_entries
+from supermin.tarstream import member_data, tar_entries
 
 _REDOWNLOAD = "download the package again or remove it from the source"
+
+# The inner reader's buffer, which libarchive-c allocates and zeroes for each
+# package: the outer reader reads the .deb 64 KiB at a time, so no block it
+# hands over is larger, and a bigger buffer would be zeroed for nothing.
+_INNER_BLOCK = 64 << 10
 
 
 class _BlockStream(io.RawIOBase):
@@ -87,7 +92,7 @@ def read_deb(deb: Path, spool: Spool, origin: str) -> PackageContents:
                     stream = _BlockStream(member_data(outer, member.size))
                     try:
                         with libarchive.stream_reader(
-                            stream, format_name="tar", block_size=CONTENT_BLOCK
+                            stream, format_name="tar", block_size=_INNER_BLOCK
                         ) as data:
                             entries = tar_entries(data, spool, origin, str(deb))
                     except libarchive.exception.ArchiveError as err:
