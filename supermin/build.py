@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from supermin.bootfiles import InitRequest, init_layer, runner_entries, systemd_unit_layer
-from supermin.cache import cache_dir
+from supermin.cache import cache_dir, holds_any
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import UsageError
 from supermin.extraction_cache import ExtractionCache
@@ -25,6 +25,7 @@ from supermin.hostfiles.hostfs import HostFiles
 from supermin.inputs import read_inputs, tarball_entries
 from supermin.kernel import Kernel, KernelSearch, find_kernel, modules_place
 from supermin.merge import Layer, exclude_matcher, lands_at, merge, merge_subtree
+from supermin.ordering import order_helper
 from supermin.outputs.archives import dropped_xattrs as cpio_dropped_xattrs
 from supermin.outputs.archives import write_cpio, write_tar
 from supermin.outputs.chroot import dropped_xattrs as chroot_dropped_xattrs
@@ -34,7 +35,7 @@ from supermin.outputs.mtree import write_mtree
 from supermin.owners import with_owners
 from supermin.packagelist import packagelist_layer
 from supermin.prepare import Sources, resolve_roots
-from supermin.reading import open_packages
+from supermin.reading import default_jobs, open_packages
 from supermin.report import Reporter
 from supermin.spool import Spool
 from supermin.staging import Stage, staged
@@ -91,23 +92,31 @@ def collect_entries(
     """Every entry of the appliance, merged. `early` is the ext2 image begun by
     earlymodules.py: it is offered the packages' large host files as soon as
     they are known."""
-    appliance = read_inputs(inputs)
-    epoch = source_date_epoch()
-    mtime = epoch or int(time.time())
-    universe, resolution = resolve_roots(appliance.packages, sources, report, purpose="build")
-    spool = Spool(stage.work / "spool")
-    host = HostFiles(
-        sources.sysroot, exclude_matcher(appliance.excludes) if appliance.excludes else None
-    )
-    reader = universe.reader(spool, host)
-    chosen = resolution.packages()
-    with report.step(f"reading {len(chosen)} packages"):
-        cache = ExtractionCache.at(cache_dir())
-        opened = open_packages(
-            chosen, reader, report=report, cache=cache, order=resolution.install_order
+    # Without a cached install order (a first build), networkx orders the
+    # closure while the archives are read: a helper imports it meanwhile, on
+    # a core that has nothing else to do until then (see supermin.ordering).
+    with order_helper(default_jobs() > 1 and not holds_any("install-order")) as helper:
+        appliance = read_inputs(inputs)
+        epoch = source_date_epoch()
+        mtime = epoch or int(time.time())
+        universe, resolution = resolve_roots(appliance.packages, sources, report, purpose="build")
+        spool = Spool(stage.work / "spool")
+        host = HostFiles(
+            sources.sysroot, exclude_matcher(appliance.excludes) if appliance.excludes else None
         )
-        if cache is not None:
-            report.info(cache.summary())
+        reader = universe.reader(spool, host)
+        chosen = resolution.packages()
+        with report.step(f"reading {len(chosen)} packages"):
+            cache = ExtractionCache.at(cache_dir())
+            opened = open_packages(
+                chosen,
+                reader,
+                report=report,
+                cache=cache,
+                order=lambda: resolution.install_order(helper),
+            )
+            if cache is not None:
+                report.info(cache.summary())
     ordered = [package for package, _ in opened]
     if early is not None:
         # The packages' large files too (installed packages: host files), while

@@ -63,6 +63,17 @@ def _mark_used(path: Path) -> None:
         os.utime(path)
 
 
+def holds_any(kind: str) -> bool:
+    """Whether the cache holds a value of `kind` under any key (False without a cache)."""
+    directory = cache_dir()
+    if directory is None:
+        return False
+    try:
+        return any(directory.glob(f"{kind}-*.pickle"))
+    except OSError:
+        return False
+
+
 def cached(
     kind: str, key: str, compute: Callable[[], T], valid: Callable[[object], bool] | None = None
 ) -> T:

@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING
 
 from supermin.cache import cached
 from supermin.errors import ResolveError
+from supermin.ordering import OrderHelper, ordered_names
 from supermin.packages import Package, Relation, Repository, Requirement
 
 if TYPE_CHECKING:
@@ -118,21 +119,25 @@ class Resolution:
                     best = path
         return best or [name]
 
-    def install_order(self) -> list[Package]:
-        """Dependencies before dependants; cycles broken deterministically.
-
-        Strongly connected components are ordered topologically (ties by their
-        smallest name); inside a component, strict (Pre-Depends) edges are kept
-        when they form no cycle of their own, the rest goes by name.
+    def install_order(self, helper: OrderHelper | None = None) -> list[Package]:
+        """Dependencies before dependants (see supermin.ordering.ordered_names).
 
         The order depends on nothing but the names and the edges with their
         strictness, so it is cached under a digest of those: a rebuild, even
         after a package was updated, reads it back instead of importing
         networkx (80-100 ms, a tenth of building the libguestfs appliance).
+        Otherwise `helper`, when given, computes it; it is stopped either way.
         """
-        names = cached(
-            "install-order", self._order_key(), self._ordered_names, self._orders_the_chosen
-        )
+        try:
+            names = cached(
+                "install-order",
+                self._order_key(),
+                lambda: self._ordered_names(helper),
+                self._orders_the_chosen,
+            )
+        finally:
+            if helper is not None:
+                helper.close()
         return [self.chosen[name] for name in names]
 
     def _orders_the_chosen(self, stored: object) -> bool:
@@ -152,39 +157,19 @@ class Resolution:
                 digest.update(f"\0e {a} {b} {int(edge.strict)}".encode())
         return digest.hexdigest()[:32]
 
-    def _ordered_names(self) -> list[str]:
-        import networkx as nx  # imported when first needed: see the module docstring
-
-        graph = self.graph
-        condensed = nx.condensation(graph)
-        members = condensed.graph["mapping"]
-        groups: dict[int, list[str]] = {}
-        for name, group in members.items():
-            groups.setdefault(group, []).append(name)
-        order: list[str] = []
-        reverse = condensed.reverse(copy=True)
-        for group in nx.lexicographical_topological_sort(reverse, key=lambda g: min(groups[g])):
-            order.extend(_order_component(graph, sorted(groups[group])))
-        return order
+    def _ordered_names(self, helper: OrderHelper | None) -> list[str]:
+        names = list(self.chosen)
+        edges = [
+            (a, b, edge.strict)
+            for a, dependencies in self.edges.items()
+            for b, edge in dependencies.items()
+        ]
+        order = helper.order(names, edges) if helper is not None else None
+        return order if order is not None else ordered_names(names, edges)
 
 
 # Bump when install_order's rules change: orders cached under the old ones are then unused.
 _ORDER_RULES = 1
-
-
-def _order_component(graph: nx.DiGraph, names: list[str]) -> list[str]:
-    if len(names) == 1:
-        return names
-    import networkx as nx  # imported when first needed: see the module docstring
-
-    strict = nx.DiGraph()
-    strict.add_nodes_from(names)
-    for a, b, data in graph.subgraph(names).edges(data=True):
-        if data.get("strict"):
-            strict.add_edge(b, a)  # dependency first
-    if nx.is_directed_acyclic_graph(strict):
-        return list(nx.lexicographical_topological_sort(strict, key=lambda n: n))
-    return names
 
 
 @dataclass

@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import os
 import pickle
+import random
 import shutil
 import subprocess
 import sys
@@ -19,10 +20,14 @@ import pytest
 from debian.deb822 import Packages
 from support.debdata import apt_closure, build_deb, debian_index, host_arch, synthetic_debs
 
+import supermin.build
+import supermin.resolve
 from supermin.backends.deb.index import KEPT_FIELDS, IndexBlocks, split_index
 from supermin.backends.deb.repository import Catalogue, DebRepository
 from supermin.backends.deb.sources import load_source
+from supermin.cli import main
 from supermin.errors import ResolveError
+from supermin.ordering import OrderHelper, ordered_names
 from supermin.packages import Package, Relation
 from supermin.resolve import Edge, Resolution, resolve
 
@@ -630,3 +635,76 @@ def test_the_cached_install_order_is_keyed_by_edges_not_versions(
     assert [p.name for p in order] == ["b", "a"]
     assert all(p is updated.chosen[p.name] for p in order)
     assert len(list(tmp_path.glob("install-order-*.pickle"))) == 2
+
+
+def _not_here(names: Sequence[str], edges: object) -> list[str]:
+    raise AssertionError("the helper was to order these, not this process")
+
+
+def test_the_order_helper_orders_as_this_process_would(
+    extra_debs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUPERMIN_CACHE_DIR", "")  # nothing cached: every order is computed
+    resolution = resolve(_pool(extra_debs / "cycle"), ["cyc-top", "strict-x"])
+    expected = [p.name for p in resolution.install_order()]
+    assert expected == ["cyc-base", "cyc-b", "cyc-a", "cyc-top", "strict-x", "strict-y"]
+    # A larger graph with cycles of both kinds, same answer from both sides.
+    rng = random.Random(7)
+    names = [f"p{n:03d}" for n in range(300)]
+    edges = [(a, b, rng.random() < 0.2) for a in names for b in rng.sample(names, 4) if a != b]
+    here = ordered_names(names, edges)
+    helper = OrderHelper.start()
+    assert helper is not None
+    assert helper.order(names, edges) == here
+    monkeypatch.setattr(supermin.resolve, "ordered_names", _not_here)
+    helper = OrderHelper.start()
+    assert helper is not None
+    assert [p.name for p in resolution.install_order(helper)] == expected
+    assert helper._process.returncode == 0  # it answered, and is gone
+
+
+@pytest.mark.parametrize("program", ["/bin/false", "/bin/echo"])
+def test_a_helper_that_gives_no_order_leaves_it_to_this_process(
+    extra_debs: Path, monkeypatch: pytest.MonkeyPatch, program: str
+) -> None:
+    """A helper that fails, or answers something else than an order: the order is computed here."""
+    monkeypatch.setenv("SUPERMIN_CACHE_DIR", "")
+    resolution = resolve(_pool(extra_debs / "cycle"), ["cyc-top"])
+    monkeypatch.setattr(sys, "executable", program)
+    helper = OrderHelper.start()
+    assert helper is not None
+    order = [p.name for p in resolution.install_order(helper)]
+    assert order == ["cyc-base", "cyc-b", "cyc-a", "cyc-top"]
+    assert helper._process.returncode is not None  # reaped
+
+
+def test_only_a_build_without_a_cached_order_starts_the_order_helper(
+    extra_debs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = extra_debs / "cycle"
+    monkeypatch.setenv("SUPERMIN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(supermin.build, "default_jobs", lambda: 2)  # a core to spare, as in CI
+    started: list[OrderHelper] = []
+    start = OrderHelper.start.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[OrderHelper]) -> OrderHelper | None:
+        helper: OrderHelper | None = start(cls)
+        assert helper is not None
+        started.append(helper)
+        return helper
+
+    monkeypatch.setattr(OrderHelper, "start", classmethod(counted))
+    monkeypatch.setattr(supermin.resolve, "ordered_names", _not_here)
+    assert main(["prepare", "cyc-top", "--repo", str(pool), "-o", str(tmp_path / "d")]) == 0
+
+    def build(output: str) -> None:
+        command = ["build", str(tmp_path / "d"), "--repo", str(pool), "-f", "chroot"]
+        assert main([*command, "-o", str(tmp_path / output)]) == 0
+
+    build("first")
+    assert [helper._process.returncode for helper in started] == [0]  # it gave the order
+    assert len(list((tmp_path / "cache").glob("install-order-*.pickle"))) == 1
+    build("again")
+    assert len(started) == 1, "the order was cached: no helper"
+    manifest = (tmp_path / "first/usr/lib/supermin/firstboot/manifest").read_text()
+    assert manifest == (tmp_path / "again/usr/lib/supermin/firstboot/manifest").read_text()
