@@ -53,15 +53,29 @@ def _join(base: list[str], target: str) -> list[str]:
     return parts
 
 
-class _Tree:
-    def __init__(self) -> None:
-        self.entries: dict[PurePosixPath, FileEntry] = {}
-        self.rank: dict[PurePosixPath, int] = {}
+def _in_path_order(text: str) -> list[str]:
+    """A sort key putting image paths in PurePosixPath.parts order ("/a/b" before "/a-b")."""
+    return text.split("/")
 
-    def put(self, entry: FileEntry, rank: int) -> bool:
-        if rank >= self.rank.get(entry.path, -1):
-            self.entries[entry.path] = entry
-            self.rank[entry.path] = rank
+
+class _Tree:
+    """The entries by their path as text.
+
+    Text, not PurePosixPath: a path's __hash__ and __eq__ are Python methods,
+    called some five times an entry by the merge, where a string's are C.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[str, FileEntry] = {}
+        self.rank: dict[str, int] = {}
+
+    def put(self, entry: FileEntry, rank: int, key: str | None = None) -> bool:
+        """Place `entry` (at `key`, its path as text) unless a higher layer has its path."""
+        if key is None:
+            key = str(entry.path)
+        if rank >= self.rank.get(key, -1):
+            self.entries[key] = entry
+            self.rank[key] = rank
             return True
         return False
 
@@ -118,16 +132,16 @@ def _under(path: str, dirs: set[str], memo: dict[str, bool]) -> bool:
 
 
 def _relocate(tree: _Tree) -> None:
-    links = {str(p): e.target or "" for p, e in tree.entries.items() if e.kind is EntryKind.SYMLINK}
+    links = {p: e.target or "" for p, e in tree.entries.items() if e.kind is EntryKind.SYMLINK}
     if not links:
         return
     symlinks = set(links)
     memo: dict[str, bool] = {}
     moved: list[tuple[FileEntry, int]] = []
     for path in list(tree.entries):
-        if _under(str(path), symlinks, memo):
+        if _under(path, symlinks, memo):
             entry = tree.entries.pop(path)
-            links.pop(str(path), None)
+            links.pop(path, None)
             moved.append((entry, tree.rank.pop(path)))
     # The last component is never followed, so an entry's new path is its
     # directory's resolution plus its name; that holds until `links` changes.
@@ -158,11 +172,11 @@ def _relocate(tree: _Tree) -> None:
                 tree.entries[path] = dataclasses.replace(entry, target=target)
 
 
-def _link_hardlinks(tree: _Tree, originals: dict[PurePosixPath, FileEntry]) -> None:
-    groups: dict[PurePosixPath, list[PurePosixPath]] = {}
+def _link_hardlinks(tree: _Tree, originals: dict[str, FileEntry]) -> None:
+    groups: dict[str, list[str]] = {}
     for path, entry in tree.entries.items():
         if entry.kind is EntryKind.HARDLINK:
-            groups.setdefault(PurePosixPath(entry.target or ""), []).append(path)
+            groups.setdefault(str(PurePosixPath(entry.target or "")), []).append(path)
     for target, links in groups.items():
         source = tree.entries.get(target)
         if source is None or source.kind is not EntryKind.FILE:
@@ -172,17 +186,19 @@ def _link_hardlinks(tree: _Tree, originals: dict[PurePosixPath, FileEntry]) -> N
                 f"hardlink {links[0]} points at {target}, which is not a regular file",
                 f"the archive of {tree.entries[links[0]].origin} is corrupt or hostile",
             )
-        members = sorted({*links, *([target] if target in tree.entries else [])})
+        members = sorted(
+            {*links, *([target] if target in tree.entries else [])}, key=_in_path_order
+        )
         if target in tree.entries and tree.entries[target].kind is not EntryKind.FILE:
             members.remove(target)  # the path was replaced by something else
         first = members[0]
-        tree.entries[first] = dataclasses.replace(source, path=first)
+        tree.entries[first] = dataclasses.replace(source, path=tree.entries[first].path)
         for path in members[1:]:
             tree.entries[path] = dataclasses.replace(
                 source,
-                path=path,
+                path=tree.entries[path].path,
                 kind=EntryKind.HARDLINK,
-                target=str(first),
+                target=first,
                 content=None,
                 size=0,
             )
@@ -191,22 +207,22 @@ def _link_hardlinks(tree: _Tree, originals: dict[PurePosixPath, FileEntry]) -> N
 def _add_parents(tree: _Tree) -> None:
     # Nearly every entry's parent is already a directory: check that on strings
     # and build parent paths only for the rest.
-    dirs = {str(p) for p, e in tree.entries.items() if e.kind is EntryKind.DIR}
-    for path in sorted(tree.entries, key=lambda p: p.parts):
-        text = str(path)
+    dirs = {p for p, e in tree.entries.items() if e.kind is EntryKind.DIR}
+    for text in sorted(tree.entries, key=_in_path_order):
         if text != "/" and (text[: text.rfind("/")] or "/") in dirs:
             continue
-        for parent in path.parents:
-            existing = tree.entries.get(parent)
+        child = tree.entries[text]
+        for parent in child.path.parents:
+            key = str(parent)
+            existing = tree.entries.get(key)
             if existing is None:
-                child = tree.entries[path]
-                tree.entries[parent] = FileEntry(
+                tree.entries[key] = FileEntry(
                     parent, EntryKind.DIR, 0o755, mtime=child.mtime, origin="supermin"
                 )
-                dirs.add(str(parent))
+                dirs.add(key)
             elif existing.kind is not EntryKind.DIR:
                 raise ArchiveError(
-                    f"{path} (from {tree.entries[path].origin}) needs {parent} to be a "
+                    f"{text} (from {child.origin}) needs {parent} to be a "
                     f"directory, but {existing.origin} makes it a {existing.kind}",
                     "remove one of the two from the appliance",
                 )
@@ -219,19 +235,22 @@ def merge(
 ) -> list[FileEntry]:
     excluded = exclude_matcher(excludes)
     tree = _Tree()
-    originals: dict[PurePosixPath, FileEntry] = {}
+    originals: dict[str, FileEntry] = {}
     for rank, layer in enumerate(layers):
         for entry in layer.entries:
+            key = str(entry.path)
             if entry.kind is EntryKind.FILE:
-                originals.setdefault(entry.path, entry)
-            if layer.excludable and excluded(str(entry.path)):
+                originals.setdefault(key, entry)
+            if layer.excludable and excluded(key):
                 continue
-            tree.put(entry, rank)
-    tree.entries.setdefault(ROOT, FileEntry(ROOT, EntryKind.DIR, 0o755, origin="supermin"))
+            tree.put(entry, rank, key)
+    tree.entries.setdefault("/", FileEntry(ROOT, EntryKind.DIR, 0o755, origin="supermin"))
     _relocate(tree)
     _link_hardlinks(tree, originals)
     _add_parents(tree)
-    entries = sorted(tree.entries.values(), key=lambda e: e.path.parts)
+    entries = [
+        entry for _, entry in sorted(tree.entries.items(), key=lambda i: _in_path_order(i[0]))
+    ]
     if source_date_epoch is not None:
         entries = [
             dataclasses.replace(e, mtime=source_date_epoch) if e.mtime > source_date_epoch else e

@@ -134,6 +134,20 @@ def test_hardlink_to_an_excluded_file_becomes_the_file(tmp_path: Path) -> None:
     assert merged["/usr/bin/b"].content == content
 
 
+def test_merge_orders_by_path_components_not_by_text(tmp_path: Path) -> None:
+    """"/a/b" sorts before "/a-b" ('/' is after '-' as text, not as a component): the
+    file of a hardlink set must be the first in that order, written before its links."""
+    content = tmp_path / "blob"
+    content.write_bytes(b"data")
+    original = FileEntry(PurePosixPath("/a-b"), EntryKind.FILE, 0o644, size=4, content=content)
+    link = FileEntry(PurePosixPath("/a/b"), EntryKind.HARDLINK, 0o644, target="/a-b")
+    merged = merge([Layer([original, link, _file("/a/c"), _file("/a.d")])])
+    assert [str(e.path) for e in merged] == ["/", "/a", "/a/b", "/a/c", "/a-b", "/a.d"]
+    assert merged[2].kind is EntryKind.FILE and merged[2].content == content
+    assert (merged[4].kind, merged[4].target) == (EntryKind.HARDLINK, "/a/b")
+    assert all(isinstance(e.path, PurePosixPath) for e in merged)
+
+
 def test_file_where_a_directory_is_needed_is_an_error() -> None:
     with pytest.raises(ArchiveError, match="/etc"):
         merge([Layer([_file("/etc"), _file("/etc/passwd")])])
