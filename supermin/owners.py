@@ -72,12 +72,13 @@ def parse_id_table(text: str) -> dict[str, int]:
 
 def read_accounts(entries: Sequence[FileEntry]) -> Accounts:
     """The accounts the merged entries' own /etc/passwd and /etc/group define (none: empty)."""
-    tables: dict[PurePosixPath, dict[str, int]] = {PASSWD: {}, GROUP: {}}
+    tables: dict[str, dict[str, int]] = {str(PASSWD): {}, str(GROUP): {}}  # text: C hashes
     for entry in entries:
-        if entry.path in tables and entry.kind is EntryKind.FILE and entry.content is not None:
+        path = str(entry.path)
+        if path in tables and entry.kind is EntryKind.FILE and entry.content is not None:
             text = read_content(entry).decode("utf-8", "replace")
-            tables[entry.path] = parse_id_table(text)
-    return Accounts(users=tables[PASSWD], groups=tables[GROUP])
+            tables[path] = parse_id_table(text)
+    return Accounts(users=tables[str(PASSWD)], groups=tables[str(GROUP)])
 
 
 def archive_origins(opened: Sequence[tuple[Package, PackageContents]]) -> dict[str, bool]:

@@ -86,16 +86,20 @@ _quote_name = functools.lru_cache(maxsize=1024)(quote)
 
 
 def _lines(entries: Sequence[FileEntry]) -> list[str]:
-    links = Counter(PurePosixPath(e.target or "") for e in entries if e.kind is EntryKind.HARDLINK)
-    sets: dict[PurePosixPath, tuple[FileEntry, int]] = {}  # target -> (its entry, inode)
+    # Paths as text: a PurePosixPath's hash is a Python method, a string's is C.
+    links = Counter(
+        str(PurePosixPath(e.target or "")) for e in entries if e.kind is EntryKind.HARDLINK
+    )
+    sets: dict[str, tuple[FileEntry, int]] = {}  # target -> (its entry, inode)
     lines: list[str] = []
     for entry in entries:
-        if entry.kind is EntryKind.FILE and entry.path in links:
-            sets[entry.path] = (entry, len(sets) + 1)
+        path = str(entry.path)
+        if entry.kind is EntryKind.FILE and path in links:
+            sets[path] = (entry, len(sets) + 1)
         if entry.kind is EntryKind.HARDLINK:
             lines.append(_hardlink_line(entry, sets, links))
-        elif entry.path in sets:
-            lines.append(_line(entry, extra=_link_words(entry.path, sets, links)))
+        elif path in sets:
+            lines.append(_line(entry, extra=_link_words(path, sets, links)))
         else:
             lines.append(_line(entry))
     return lines
@@ -103,10 +107,10 @@ def _lines(entries: Sequence[FileEntry]) -> list[str]:
 
 def _hardlink_line(
     entry: FileEntry,
-    sets: dict[PurePosixPath, tuple[FileEntry, int]],
-    links: Counter[PurePosixPath],
+    sets: dict[str, tuple[FileEntry, int]],
+    links: Counter[str],
 ) -> str:
-    target = PurePosixPath(entry.target or "")
+    target = str(PurePosixPath(entry.target or ""))
     if target not in sets:
         raise OutputError(
             f"cannot describe {entry.path}: its hardlink target {target} is not an earlier "
@@ -118,11 +122,7 @@ def _hardlink_line(
     return _line(source, name=entry.path, extra=_link_words(target, sets, links))
 
 
-def _link_words(
-    target: PurePosixPath,
-    sets: dict[PurePosixPath, tuple[FileEntry, int]],
-    links: Counter[PurePosixPath],
-) -> str:
+def _link_words(target: str, sets: dict[str, tuple[FileEntry, int]], links: Counter[str]) -> str:
     return f" nlink={links[target] + 1} inode={sets[target][1]}"
 
 
