@@ -265,7 +265,7 @@ class _ChrootWriter:
                 _hint(err, privileged),
             ) from err
         self.parents = _DirStack(self.root_fd)
-        self.files: set[PurePosixPath] = set()  # regular files written, for hardlinks
+        self.files: set[str] = set()  # regular files written (as text: C hashes), for hardlinks
         self.dirs: list[tuple[Names, FileEntry]] = []  # metadata applied by finish()
         self.sources = _Sources()
 
@@ -308,7 +308,7 @@ class _ChrootWriter:
                 helpers.stop()
             raise
         if helpers is not None:
-            self.files.update(entry.path for share in helpers.shares for entry in share)
+            self.files.update(str(entry.path) for share in helpers.shares for entry in share)
         for entry in entries:
             if entry.kind is EntryKind.HARDLINK:
                 self.add(entry)
@@ -364,7 +364,7 @@ class _ChrootWriter:
                 self.dirs.append((names, entry))
             case EntryKind.FILE:
                 self._write_file(parent, name, entry)
-                self.files.add(entry.path)
+                self.files.add(str(entry.path))
             case EntryKind.SYMLINK:
                 self._write_symlink(parent, name, entry)
             case EntryKind.HARDLINK:
@@ -434,7 +434,7 @@ class _ChrootWriter:
     def _write_hardlink(self, parent: int, names: Names, entry: FileEntry) -> None:
         """Link to an earlier regular file; the inode already has its metadata."""
         target = PurePosixPath(entry.target or "")
-        if target not in self.files:
+        if str(target) not in self.files:
             raise self._refuse(entry, f"hardlink to {target}, which is not a file written before")
         target_names = _names(target)
         same_dir = target_names[:-1] == names[:-1]
