@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from supermin.bootfiles import InitRequest, init_layer, runner_entries, systemd_unit_layer
-from supermin.cache import cache_dir, holds_any
+from supermin.cache import cache_dir
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import UsageError
 from supermin.extraction_cache import ExtractionCache
@@ -25,7 +25,6 @@ from supermin.hostfiles.hostfs import HostFiles
 from supermin.inputs import read_inputs, tarball_entries
 from supermin.kernel import Kernel, KernelSearch, find_kernel, modules_place
 from supermin.merge import Layer, exclude_matcher, lands_at, merge, merge_subtree
-from supermin.ordering import order_helper
 from supermin.outputs.archives import dropped_xattrs as cpio_dropped_xattrs
 from supermin.outputs.archives import write_cpio, write_tar
 from supermin.outputs.chroot import dropped_xattrs as chroot_dropped_xattrs
@@ -35,7 +34,7 @@ from supermin.outputs.mtree import write_mtree
 from supermin.owners import with_owners
 from supermin.packagelist import packagelist_layer
 from supermin.prepare import Sources, resolve_roots
-from supermin.reading import default_jobs, open_packages
+from supermin.reading import open_packages
 from supermin.report import Reporter
 from supermin.spool import Spool
 from supermin.staging import Stage, staged
@@ -43,6 +42,7 @@ from supermin.staging import Stage, staged
 # The ext2 image writer and the mini-initrd's (~30 ms to import) only where used.
 if TYPE_CHECKING:
     from supermin.earlymodules import ModulesWalk
+    from supermin.ordering import OrderHelper
     from supermin.outputs.ext2 import EarlyCopies
 
 
@@ -88,35 +88,32 @@ def collect_entries(
     init: InitRequest | None = None,
     packagelist: bool = False,
     early: EarlyCopies | None = None,
+    order_helper: OrderHelper | None = None,
 ) -> list[FileEntry]:
     """Every entry of the appliance, merged. `early` is the ext2 image begun by
     earlymodules.py: it is offered the packages' large host files as soon as
-    they are known."""
-    # Without a cached install order (a first build), networkx orders the
-    # closure while the archives are read: a helper imports it meanwhile, on
-    # a core that has nothing else to do until then (see supermin.ordering).
-    with order_helper(default_jobs() > 1 and not holds_any("install-order")) as helper:
-        appliance = read_inputs(inputs)
-        epoch = source_date_epoch()
-        mtime = epoch or int(time.time())
-        universe, resolution = resolve_roots(appliance.packages, sources, report, purpose="build")
-        spool = Spool(stage.work / "spool")
-        host = HostFiles(
-            sources.sysroot, exclude_matcher(appliance.excludes) if appliance.excludes else None
+    they are known; `order_helper` computes the install order if it is not cached."""
+    appliance = read_inputs(inputs)
+    epoch = source_date_epoch()
+    mtime = epoch or int(time.time())
+    universe, resolution = resolve_roots(appliance.packages, sources, report, purpose="build")
+    spool = Spool(stage.work / "spool")
+    host = HostFiles(
+        sources.sysroot, exclude_matcher(appliance.excludes) if appliance.excludes else None
+    )
+    reader = universe.reader(spool, host)
+    chosen = resolution.packages()
+    with report.step(f"reading {len(chosen)} packages"):
+        cache = ExtractionCache.at(cache_dir())
+        opened = open_packages(
+            chosen,
+            reader,
+            report=report,
+            cache=cache,
+            order=lambda: resolution.install_order(order_helper),
         )
-        reader = universe.reader(spool, host)
-        chosen = resolution.packages()
-        with report.step(f"reading {len(chosen)} packages"):
-            cache = ExtractionCache.at(cache_dir())
-            opened = open_packages(
-                chosen,
-                reader,
-                report=report,
-                cache=cache,
-                order=lambda: resolution.install_order(helper),
-            )
-            if cache is not None:
-                report.info(cache.summary())
+        if cache is not None:
+            report.info(cache.summary())
     ordered = [package for package, _ in opened]
     if early is not None:
         # The packages' large files too (installed packages: host files), while
@@ -362,6 +359,7 @@ def build(
     options: OutputOptions,
     sources: Sources,
     report: Reporter,
+    order_helper: OrderHelper | None = None,
 ) -> None:
     if options.fmt is OutputFormat.TAR:
         compression_from_name(output)  # refuse a bad name before any work
@@ -390,6 +388,7 @@ def build(
                 init,
                 options.include_packagelist,
                 early.copies if early is not None else None,
+                order_helper,
             )
             kernel = None
             if options.with_kernel:

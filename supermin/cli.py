@@ -359,10 +359,14 @@ def _run_mode(options: argparse.Namespace, argv: Sequence[str], report: Reporter
             if is_fresh(output, stamp):
                 report.info(f"{output} is up to date")
                 return 0
-        from supermin.build import build
-
         _use_cache_options(options)
-        build(inputs, output, _output_options(options), _sources(options), report)
+        from supermin.ordering import helper_worthwhile, order_helper
+
+        # Started before the build's own imports, which it overlaps (see supermin.ordering).
+        with order_helper(helper_worthwhile()) as helper:
+            from supermin.build import build
+
+            build(inputs, output, _output_options(options), _sources(options), report, helper)
         if stamp is not None:
             record(output, stamp)
     else:

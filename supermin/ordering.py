@@ -74,6 +74,18 @@ def _order_component(
     return names
 
 
+def helper_worthwhile() -> bool:
+    """Whether a build should start an OrderHelper: a core to spare, and no order cached.
+
+    Any stored order will do as a sign: a rebuild finds its own and never asks.
+    """
+    # Imported here, not by the module: the helper imports it too, and needs neither.
+    from supermin.cache import holds_any
+    from supermin.reading import default_jobs
+
+    return default_jobs() > 1 and not holds_any("install-order")
+
+
 class OrderHelper:
     """A second interpreter, importing networkx now, to order a closure later."""
 

@@ -20,7 +20,7 @@ import pytest
 from debian.deb822 import Packages
 from support.debdata import apt_closure, build_deb, debian_index, host_arch, synthetic_debs
 
-import supermin.build
+import supermin.reading
 import supermin.resolve
 from supermin.backends.deb.index import KEPT_FIELDS, IndexBlocks, split_index
 from supermin.backends.deb.repository import Catalogue, DebRepository
@@ -683,7 +683,7 @@ def test_only_a_build_without_a_cached_order_starts_the_order_helper(
 ) -> None:
     pool = extra_debs / "cycle"
     monkeypatch.setenv("SUPERMIN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(supermin.build, "default_jobs", lambda: 2)  # a core to spare, as in CI
+    monkeypatch.setattr(supermin.reading, "default_jobs", lambda: 2)  # a core to spare, as in CI
     started: list[OrderHelper] = []
     start = OrderHelper.start.__func__  # type: ignore[attr-defined]
 
