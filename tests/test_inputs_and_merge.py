@@ -135,8 +135,8 @@ def test_hardlink_to_an_excluded_file_becomes_the_file(tmp_path: Path) -> None:
 
 
 def test_merge_orders_by_path_components_not_by_text(tmp_path: Path) -> None:
-    """ "/a/b" sorts before "/a-b" ('/' is after '-' as text, not as a component): the
-    file of a hardlink set must be the first in that order, written before its links."""
+    """The path /a/b sorts before /a-b ('/' is after '-' as text, not as a component):
+    the file of a hardlink set must be the first in that order, written before its links."""
     content = tmp_path / "blob"
     content.write_bytes(b"data")
     original = FileEntry(PurePosixPath("/a-b"), EntryKind.FILE, 0o644, size=4, content=content)
