@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -46,6 +47,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from supermin import __version__
 from supermin.kernelcopy import copy_file
@@ -137,8 +139,8 @@ class ExtractionCache:
         made: list[Path] = []
         temp = self.root / f"{_TEMP_PREFIX}{key}.{tag}"
         try:
-            relative, blobs = _link_blobs(contents, self.root, f"{key}.{tag}", made)
-            pickled = pickle.dumps(relative, protocol=pickle.HIGHEST_PROTOCOL)
+            names, blobs = _link_blobs(contents, self.root, f"{key}.{tag}", made)
+            pickled = _pickled_relative(contents, names)
             header = {
                 "format": FORMAT,
                 "key": key,
@@ -165,30 +167,54 @@ class ExtractionCache:
 
 def _link_blobs(
     contents: PackageContents, root: Path, prefix: str, made: list[Path]
-) -> tuple[PackageContents, list[tuple[str, int, int]]]:
-    """Link (or copy) each content file to `root/prefix.N`; contents naming those, relatively.
+) -> tuple[dict[Path, str], list[tuple[str, int, int]]]:
+    """Link (or copy) each content file to `root/prefix.N`: (content file -> blob name, blobs).
 
     Every blob made is appended to `made` as soon as it exists, for the caller to remove.
     """
-    numbers: dict[Path, Path] = {}
+    names: dict[Path, str] = {}
     blobs: list[tuple[str, int, int]] = []
-    entries = []
     for entry in contents.entries:
-        if entry.content is None:
-            entries.append(entry)
+        if entry.content is None or entry.content in names:
             continue
-        name = numbers.get(entry.content)
-        if name is None:
-            name = Path(f"{prefix}.{len(numbers)}")
-            numbers[entry.content] = name
-            target = root / name
-            _link_or_copy(entry.content, target)
-            made.append(target)
-            os.chmod(target, 0o444)
-            st = os.stat(target)
-            blobs.append((name.name, st.st_size, st.st_mtime_ns))
-        entries.append(dataclasses.replace(entry, content=name))
-    return dataclasses.replace(contents, entries=entries), blobs
+        name = names[entry.content] = f"{prefix}.{len(names)}"
+        target = root / name
+        _link_or_copy(entry.content, target)
+        made.append(target)
+        os.chmod(target, 0o444)
+        st = os.stat(target)
+        blobs.append((name, st.st_size, st.st_mtime_ns))
+    return names, blobs
+
+
+class _RelativePickler(pickle.Pickler):
+    """Pickles content files as the names of their blobs, as a load expects them.
+
+    Instead of a copy of every entry with its content replaced (dataclasses.replace,
+    half the time a store took): the entries' content paths are a handful of
+    objects, each met here once and remembered by the pickle after that.
+    """
+
+    def __init__(self, file: io.BytesIO, names: dict[Path, str]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._names = names
+
+    def reducer_override(self, obj: object) -> Any:
+        if type(obj) is _CONCRETE_PATH:  # never an entry's path (a PurePosixPath)
+            name = self._names.get(obj)
+            if name is not None:
+                return _CONCRETE_PATH, (name,)
+        return NotImplemented
+
+
+_CONCRETE_PATH = type(Path())
+
+
+def _pickled_relative(contents: PackageContents, names: dict[Path, str]) -> bytes:
+    """`contents` pickled with each content file named by its blob, relative to the cache."""
+    buffer = io.BytesIO()
+    _RelativePickler(buffer, names).dump(contents)
+    return buffer.getvalue()
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
