@@ -5,16 +5,17 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import libarchive
 import libarchive.ffi as ffi
 
 from supermin.entry import (
-    ROOT,
     EntryKind,
     FileEntry,
+    clean_path,
+    image_components,
     image_path,
     kind_from_st_mode,
     sorted_xattrs,
@@ -196,7 +197,11 @@ def _entries(
         name = _text(_pathname(header) or b"")
         hardlink = _hardlink(header)
         kind = EntryKind.HARDLINK if hardlink else _kind(_filetype(header), name, where)
-        path = image_path(name, origin=where)
+        components = image_components(name, origin=where)
+        # Checked on the components: comparing the path with ROOT is a Python method call.
+        if not components and kind is not EntryKind.DIR:
+            raise ArchiveError(f"{where}: member {name!r} would replace the root")
+        path = clean_path(PurePosixPath, components)
         content = offset = None
         size = 0
         target: str | None = None
@@ -207,8 +212,6 @@ def _entries(
             target = _text(_symlink(header) or b"")
         elif kind is EntryKind.HARDLINK:
             target = str(image_path(_text(hardlink), origin=where))
-        if path == ROOT and kind is not EntryKind.DIR:
-            raise ArchiveError(f"{where}: member {name!r} would replace the root")
         uid, gid = _uid(header), _gid(header)
         entries.append(
             FileEntry(

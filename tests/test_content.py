@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import tarfile
@@ -107,6 +108,20 @@ def test_a_member_longer_than_its_header_says_is_an_error(
     refused = pytest.raises(ArchiveError, match="plain.tar: libarchive wrote a member of another")
     with libarchive.file_reader(str(archive)) as reader, refused:
         tar_entries(reader, Spool(tmp_path / "spool2"), "test", str(archive))
+
+
+@pytest.mark.parametrize("name", [".", "./."])
+def test_a_member_that_would_replace_the_root_is_refused(tmp_path: Path, name: str) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        member = tarfile.TarInfo(name)
+        member.size = 4
+        tar.addfile(member, io.BytesIO(b"evil"))
+    with (
+        libarchive.memory_reader(buffer.getvalue()) as reader,
+        pytest.raises(ArchiveError, match="hostile.tar: member .* would replace the root"),
+    ):
+        tar_entries(reader, Spool(tmp_path / "spool"), "test", "hostile.tar")
 
 
 def test_content_of_a_host_file_is_the_whole_file(tmp_path: Path) -> None:
