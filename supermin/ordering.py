@@ -19,8 +19,9 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from supermin.interpreter import start_function
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -94,26 +95,10 @@ class OrderHelper:
 
     @classmethod
     def start(cls) -> OrderHelper | None:
-        """The helper, or None where no interpreter can be started for it."""
-        # It runs this file's own package (first on its path), with the
-        # interpreter's own site-packages for networkx: not without a file on disk.
-        if not sys.executable or not Path(__file__).is_file():
-            return None
-        package_root = str(Path(__file__).parent.parent)
-        bootstrap = (
-            "import sys; sys.path.insert(0, sys.argv[1]); "
-            "from supermin.ordering import serve; serve()"
-        )
-        try:
-            process = subprocess.Popen(
-                [sys.executable, "-I", "-c", bootstrap, package_root],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            )
-        except OSError:
-            return None
-        return cls(process)
+        """The helper, or None where none can be started."""
+        # With site-packages: networkx is a third-party import.
+        process = start_function("supermin.ordering", "serve", site=True, stderr=subprocess.DEVNULL)
+        return cls(process) if process is not None else None
 
     def order(self, names: Sequence[str], edges: Sequence[Edge]) -> list[str] | None:
         """The helper's order of `names`, or None if it gave none (the caller computes it)."""

@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from supermin.content import Content
 from supermin.entry import EntryKind, FileEntry
 from supermin.errors import OutputError
+from supermin.interpreter import start_function
 from supermin.kernelcopy import copy_range
 from supermin.reading import default_jobs
 
@@ -522,9 +523,7 @@ class _Helpers:
     ) -> _Helpers | None:
         """`count` helpers fed their shares (this process keeps one); None if none can start."""
         count = min(count, _MAX_HELPERS)
-        # A helper runs this file's own package: not where there is no
-        # interpreter to start or the package is not on disk (a zip, say).
-        if count < 1 or not sys.executable or not Path(__file__).is_file():
+        if count < 1:
             return None
         helpers = cls(writer.root)
         # Interleaved contiguous runs: every writer gets parts of every region of the tree.
@@ -532,28 +531,18 @@ class _Helpers:
         size = max(1, -(-len(files) // (writers * 4)))
         runs = [files[i : i + size] for i in range(0, len(files), size)]
         helpers.own = [entry for run in runs[0::writers] for entry in run]
-        # The directory holding supermin/, first on the helper's path: it runs this very code.
-        package_root = str(Path(__file__).parent.parent.parent)
-        bootstrap = (
-            "import sys; sys.path.insert(0, sys.argv[1]); "
-            "from supermin.outputs.chroot import serve_share; serve_share()"
-        )
         for number in range(1, writers):
             share = [entry for run in runs[number::writers] for entry in run]
             payload = pickle.dumps(
                 (writer.root_fd, str(writer.root), writer.privileged, share),
                 protocol=pickle.HIGHEST_PROTOCOL,
             )
-            try:
-                process = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-c", bootstrap, package_root],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    pass_fds=(writer.root_fd,),
-                )
-            except OSError:
+            process = start_function(
+                "supermin.outputs.chroot", "serve_share", site=False, pass_fds=(writer.root_fd,)
+            )
+            if process is None:
                 helpers.stop()
-                return None  # no process to spare: threads write it all
+                return None  # threads write it all
             helpers.processes.append(process)
             helpers.shares.append(share)
             # A daemon: should this process end unexpectedly, the helper reads EOF and quits.
