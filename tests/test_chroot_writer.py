@@ -108,6 +108,7 @@ def sample_entries(content_dir: Path, *, weird: bool = True) -> list[FileEntry]:
         _entry("/run/fifo", EntryKind.FIFO, 0o620, mtime=T0 + 20),
         _entry("/run/sock", EntryKind.SOCKET, 0o755, mtime=T0 + 21),
         _entry("/srv", d, 0o2775, gid=50, group="staff", mtime=T0 + 22),
+        _file(content_dir, "/srv/shared", 0o664, b"shared\n", gid=50, group="staff", mtime=T0 + 28),
         _entry("/tmp", d, 0o1777, mtime=T0 + 23),
         _entry("/usr", d, 0o755, mtime=T0 + 24),
         _entry("/usr/sbin", d, 0o755, mtime=T0 + 25),
@@ -585,6 +586,34 @@ def _children() -> set[str]:
     return found
 
 
+@pytest.fixture
+def this_process_claims_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run of files is left to the helpers (their own claims are not patched)."""
+    import supermin.outputs.chroot as chroot
+
+    monkeypatch.setattr(chroot._Claims, "next", lambda self: None)
+
+
+@pytest.fixture
+def helpers_go_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The helpers are told to go only once this process has claimed every run."""
+    import supermin.outputs.chroot as chroot
+
+    go = chroot._Helpers.go
+    finish = chroot._Helpers.finish
+    monkeypatch.setattr(chroot._Helpers, "go", lambda self: None)
+
+    def go_then_finish(self: object) -> None:
+        go(self)  # type: ignore[arg-type]
+        finish(self)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(chroot._Helpers, "finish", go_then_finish)
+
+
+def _files(entries: list[FileEntry]) -> int:
+    return sum(e.kind is EntryKind.FILE for e in entries)
+
+
 @needs_root
 def test_helper_processes_write_every_kind_exactly(
     tmp_path: Path, helpers_started: list[object]
@@ -596,18 +625,103 @@ def test_helper_processes_write_every_kind_exactly(
     write_chroot(entries, root, privileged=True, jobs=3)
     assert _open_fds() == before
     [helpers] = helpers_started
-    shares = helpers.shares  # type: ignore[attr-defined]
     assert [len(p.args) > 0 and p.returncode for p in helpers.processes] == [0, 0]  # type: ignore[attr-defined]
-    written = sorted(str(e.path) for share in [helpers.own, *shares] for e in share)  # type: ignore[attr-defined]
-    assert written == sorted(str(e.path) for e in entries if e.kind is EntryKind.FILE)
-    assert all(shares), "each helper had files to write"
+    # Each file written once, by whichever writer claimed its run.
+    assert helpers.own + sum(helpers.written) == _files(entries)  # type: ignore[attr-defined]
+    assert len(helpers.written) == 2  # type: ignore[attr-defined]
     check_tree(root, entries, owner=None)
     assert _children() <= children_before
 
 
+@needs_root
+@pytest.mark.parametrize(
+    ("who", "jobs"),
+    [("this_process_claims_nothing", 2), ("helpers_go_last", 3)],
+    ids=["helper-alone", "this-process-alone"],
+)
+def test_whichever_writer_claims_the_files_writes_them_exactly(
+    tmp_path: Path,
+    helpers_started: list[object],
+    who: str,
+    jobs: int,
+    request: pytest.FixtureRequest,
+) -> None:
+    request.getfixturevalue(who)
+    entries = sample_entries(tmp_path / "content")
+    root = tmp_path / "root"
+    root.mkdir()
+    write_chroot(entries, root, privileged=True, jobs=jobs)
+    [helpers] = helpers_started
+    files = _files(entries)
+    if who == "this_process_claims_nothing":
+        assert (helpers.own, helpers.written) == (0, [files])  # type: ignore[attr-defined]
+    else:
+        assert (helpers.own, helpers.written) == (files, [0, 0])  # type: ignore[attr-defined]
+    check_tree(root, entries, owner=None)
+
+
+@needs_root
+def test_a_set_group_id_output_directory_hands_down_no_group(tmp_path: Path) -> None:
+    # A file made in such a directory gets the directory's group, not ours: the
+    # writer must then set every file's group, even where it is ours.
+    entries = sample_entries(tmp_path / "content")
+    root = tmp_path / "root"
+    root.mkdir()
+    os.chown(root, 0, 50)
+    root.chmod(0o2755)
+    write_chroot(entries, root, privileged=True, jobs=1)
+    check_tree(root, [e for e in entries if str(e.path) != "/"], owner=None)
+    assert (root / "empty").stat().st_gid == 0
+
+
+def test_claims_hand_each_run_to_exactly_one_reader(tmp_path: Path) -> None:
+    # Two processes and this one read the same claims at once.
+    from supermin.outputs.chroot import _Claims
+
+    claims = _Claims(_Claims.LIMIT, 3)
+    reader = (
+        "import os, sys, time\n"
+        "fd = int(sys.argv[1]); got = []\n"
+        "while (n := os.read(fd, 4)):\n"
+        "    got.append(str(int.from_bytes(n, 'big'))); time.sleep(0.0005)\n"
+        "print(' '.join(got))\n"
+    )
+    others = [
+        subprocess.Popen(
+            [sys.executable, "-c", reader, str(claims.fd)],
+            pass_fds=(claims.fd,),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    mine = []
+    while (number := claims.next()) is not None:
+        mine.append(number)
+        time.sleep(0.0005)
+    claims.close()
+    theirs = [[int(n) for n in p.communicate()[0].split()] for p in others]
+    every = mine + theirs[0] + theirs[1]
+    assert sorted(every) == list(range(_Claims.LIMIT))
+    assert all(theirs) and mine, "every reader claimed some"
+    with pytest.raises(ValueError):
+        _Claims(_Claims.LIMIT + 1, 2)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["relative", "/", "/a//b", "/a/./b", "/a/../b", "/a/b/", "/a/.", "/a/..", "/a\0b"],
+)
+def test_file_paths_that_could_climb_out_are_refused(path: str) -> None:
+    from supermin.outputs.chroot import _path_names
+
+    with pytest.raises(ValueError):
+        _path_names(path)
+    assert _path_names("/usr/bin/a.b") == ["usr", "bin", "a.b"]
+
+
 def _failing_tree(content_dir: Path, bad: int) -> list[FileEntry]:
-    """Eight files, one per run of the split: the even ones this process's, the odd
-    ones the helper's; file `bad` names a content file that does not exist."""
+    """Eight files; file `bad` names a content file that does not exist."""
     content_dir.mkdir()
     entries = [_entry("/", EntryKind.DIR, 0o755)]
     for number in range(8):
@@ -620,27 +734,28 @@ def _failing_tree(content_dir: Path, bad: int) -> list[FileEntry]:
     return entries
 
 
-@pytest.mark.parametrize("bad", [0, 5], ids=["this-process", "helper"])
-def test_a_failed_share_reports_what_one_writer_reports(
-    tmp_path: Path, helpers_started: list[object], bad: int
+@pytest.mark.parametrize(
+    "who", ["helpers_go_last", "this_process_claims_nothing"], ids=["this-process", "helper"]
+)
+def test_a_failed_run_reports_what_one_writer_reports(
+    tmp_path: Path, helpers_started: list[object], who: str, request: pytest.FixtureRequest
 ) -> None:
-    entries = _failing_tree(tmp_path / "content", bad)
+    entries = _failing_tree(tmp_path / "content", bad=5)
     alone, shared = tmp_path / "alone", tmp_path / "shared"
     alone.mkdir()
     shared.mkdir()
     with pytest.raises(OutputError) as one_writer:
         write_chroot(entries, alone, privileged=False, jobs=1)
     assert helpers_started == []
+    request.getfixturevalue(who)  # the file is written by this process, or by the helper
     children_before = _children()
     with pytest.raises(OutputError) as with_helpers:
         write_chroot(entries, shared, privileged=False, jobs=2)
     [helpers] = helpers_started
     assert len(helpers.processes) == 1  # type: ignore[attr-defined]
-    mine = [str(e.path) for e in helpers.own]  # type: ignore[attr-defined]
-    assert (f"/f{bad}" in mine) is (bad % 2 == 0)
     message = str(one_writer.value).replace(str(alone), str(shared))
     assert str(with_helpers.value) == message
-    assert f"cannot write /f{bad} into {shared}: cannot read" in message
+    assert f"cannot write /f5 into {shared}: cannot read" in message
     assert _children() <= children_before
 
 

@@ -20,6 +20,7 @@ import errno
 import json
 import os
 import pickle
+import select
 import signal
 import stat
 import subprocess
@@ -141,6 +142,45 @@ def _names(path: PurePosixPath) -> Names:
     return names
 
 
+# A regular file to write, as plain values: (path, mode, uid, gid, mtime,
+# size, content file or None, offset in it or None, the xattrs the writer can
+# set). Plain so that a helper process takes it in at once: FileEntry records
+# cost 0.045 s to pickle for a share of ~5,000 files here, before any
+# directory was made, and 0.06 s to unpickle there (their paths parsed again).
+_FileJob = tuple[
+    str, int, int, int, int, int, str | None, int | None, tuple[tuple[str, bytes], ...]
+]
+
+
+def _file_job(entry: FileEntry, privileged: bool) -> _FileJob:
+    return (
+        str(entry.path),
+        entry.mode,
+        entry.uid,
+        entry.gid,
+        entry.mtime,
+        entry.size,
+        None if entry.content is None else str(entry.content),
+        entry.content_offset,
+        entry.xattrs and settable_xattrs(entry, privileged),
+    )
+
+
+def _path_names(path: str) -> list[str]:
+    """_names of a path given as text, checked with string searches."""
+    if not path.startswith("/") or path == "/":
+        raise ValueError(f"{path!r} is not an absolute image path below the root")
+    if (
+        "\0" in path
+        or "//" in path
+        or "/./" in path
+        or "/../" in path
+        or path.endswith(("/", "/.", "/.."))
+    ):
+        raise ValueError(f"{path!r} has an empty, '.', '..' or NUL component")
+    return path[1:].split("/")
+
+
 def _open_beneath(root_fd: int, names: Names) -> int:
     """A new descriptor of the directory `names` below `root_fd`, never via a symlink."""
     fd = os.dup(root_fd)
@@ -166,7 +206,7 @@ class _DirStack:
         self._fds = [root_fd]
         self._names: list[str] = []
 
-    def open(self, names: Names) -> int:
+    def open(self, names: Sequence[str]) -> int:
         keep = 0
         limit = min(len(names), len(self._names))
         while keep < limit and names[keep] == self._names[keep]:
@@ -197,26 +237,28 @@ class _Sources:
     """
 
     def __init__(self) -> None:
-        self._packs: dict[Path, tuple[int, int]] = {}  # path -> (descriptor, size)
+        self._packs: dict[str, tuple[int, int]] = {}  # path -> (descriptor, size)
         self._lock = threading.Lock()
 
-    def open(self, content: Content) -> tuple[int, int, int, bool]:
+    def open(self, path: str, offset: int | None, length: int) -> tuple[int, int, int, bool]:
         """(descriptor, offset, bytes the file holds of ours, whether the caller closes it).
 
-        OSError when unreadable. As Content.open: the bytes held are the
-        whole file's size now, or for a span fewer than its length only when
-        the pack was cut short.
+        The `length` bytes at `offset` of the pack `path`, or with no offset
+        the whole file. OSError when unreadable. As Content.open: the bytes
+        held are the whole file's size now, or for a span fewer than its
+        length only when the pack was cut short.
         """
-        if content.offset is None or len(self._packs) >= _OPEN_PACKS:
+        if offset is None or len(self._packs) >= _OPEN_PACKS:
+            content = Content(Path(path), offset, length)
             fd, held = content.open()
             return fd, content.start, held, True
         with self._lock:
-            found = self._packs.get(content.path)
+            found = self._packs.get(path)
             if found is None:
-                fd = os.open(content.path, os.O_RDONLY | os.O_CLOEXEC)
-                found = self._packs[content.path] = (fd, os.fstat(fd).st_size)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                found = self._packs[path] = (fd, os.fstat(fd).st_size)
         fd, size = found
-        return fd, content.offset, max(0, min(content.length, size - content.offset)), False
+        return fd, offset, max(0, min(length, size - offset)), False
 
     def close(self) -> None:
         with self._lock:
@@ -250,6 +292,18 @@ def _hint(err: OSError, privileged: bool) -> str:
     return ""
 
 
+def _umask() -> int:
+    """This process's umask, read without setting it (os.umask would, for every thread)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777  # unknown: every file gets its chmod
+
+
 class _ChrootWriter:
     def __init__(self, root: Path, privileged: bool, root_fd: int | None = None) -> None:
         """A writer into `root`, through a descriptor of its own (a dup of `root_fd` if given)."""
@@ -260,6 +314,7 @@ class _ChrootWriter:
                 self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             else:
                 self.root_fd = os.dup(root_fd)
+            root_mode = os.fstat(self.root_fd).st_mode
         except OSError as err:
             raise OutputError(
                 f"cannot open the output directory {root}: {err.strerror}",
@@ -269,52 +324,66 @@ class _ChrootWriter:
         self.files: set[str] = set()  # regular files written (as text: C hashes), for hardlinks
         self.dirs: list[tuple[Names, FileEntry]] = []  # metadata applied by finish()
         self.sources = _Sources()
+        # A file is created with its mode when the umask leaves it whole and
+        # no chown must come first, and by root it gets our ids unless a
+        # set-group-ID root hands down its group: then its fchmod and fchown
+        # are left out, two of the six system calls of a file.
+        self._umask = _umask()
+        self._own_ids = None if root_mode & stat.S_ISGID else (os.geteuid(), os.getegid())
 
     def close(self) -> None:
         self.parents.close()
         os.close(self.root_fd)
         self.sources.close()
 
-    def _error(self, entry: FileEntry, err: OSError) -> OutputError:
+    def _error(self, path: object, err: OSError) -> OutputError:
         return OutputError(
-            f"cannot write {entry.path} into {self.root}: {err.strerror}",
+            f"cannot write {path} into {self.root}: {err.strerror}",
             _hint(err, self.privileged),
         )
 
-    def _refuse(self, entry: FileEntry, why: str, hint: str = _HOSTILE) -> OutputError:
-        return OutputError(f"cannot write {entry.path} into {self.root}: {why}", hint)
+    def _refuse(self, path: object, why: str, hint: str = _HOSTILE) -> OutputError:
+        return OutputError(f"cannot write {path} into {self.root}: {why}", hint)
 
     def add_in_parallel(self, entries: Sequence[FileEntry], jobs: int) -> None:
-        """Everything but regular files in order, the files by `jobs` writers, then hardlinks.
+        """Directories, then the files by `jobs` writers and the other nodes, then hardlinks.
 
-        Only for a `_plain_tree`, where that order changes nothing.
+        Only for a `_plain_tree`, where that order changes nothing: every
+        entry's parent is a directory made before.
         """
-        files = [e for e in entries if e.kind is EntryKind.FILE]
+        files = [_file_job(e, self.privileged) for e in entries if e.kind is EntryKind.FILE]
         helpers = None
         if len(files) >= HELPER_THRESHOLD:
             helpers = _Helpers.start(self, files, jobs - 1)
         try:
-            # Meanwhile any helpers start up and take in their shares.
+            # Meanwhile any helpers start up and take in the files.
             for entry in entries:
-                if entry.kind not in (EntryKind.FILE, EntryKind.HARDLINK):
+                if entry.kind is EntryKind.DIR:
+                    self.add(entry)
+            if helpers is not None:
+                helpers.go()  # they begin on the files while this process makes the rest
+            for entry in entries:
+                if entry.kind not in (EntryKind.DIR, EntryKind.FILE, EntryKind.HARDLINK):
                     self.add(entry)
             if helpers is None:
                 self._add_in_threads(files, jobs)
             else:
-                helpers.go()
-                self._add_run(helpers.own, threading.Event())
+                helpers.own = self.add_claimed(files, helpers.run_size, helpers.claims)
                 helpers.finish()  # the first helper that failed says why
         except BaseException:
             if helpers is not None:
                 helpers.stop()
             raise
+        finally:
+            if helpers is not None:
+                helpers.claims.close()
         if helpers is not None:
-            self.files.update(str(entry.path) for share in helpers.shares for entry in share)
+            self.files.update(job[0] for job in files)
         for entry in entries:
             if entry.kind is EntryKind.HARDLINK:
                 self.add(entry)
 
-    def _add_in_threads(self, files: Sequence[FileEntry], jobs: int) -> None:
+    def _add_in_threads(self, files: Sequence[_FileJob], jobs: int) -> None:
         # Contiguous runs of the sorted list keep each thread's open parents useful.
         size = max(1, -(-len(files) // (jobs * 4)))
         stop = threading.Event()
@@ -326,36 +395,60 @@ class _ChrootWriter:
         for run in runs:
             run.result()  # the first run that failed says why
 
-    def _add_run(self, run: Sequence[FileEntry], stop: threading.Event) -> None:
+    def _add_run(self, run: Sequence[_FileJob], stop: threading.Event) -> None:
         parents = _DirStack(self.root_fd)
         try:
-            for entry in run:
+            for job in run:
                 if stop.is_set():
                     return
-                self.add(entry, parents)
+                self._add_file(job, parents)
+                self.files.add(job[0])
         except BaseException:
             stop.set()
             raise
         finally:
             parents.close()
 
+    def add_claimed(self, files: Sequence[_FileJob], run_size: int, claims: _Claims) -> int:
+        """Write the runs of `files` this writer claims first; how many files that was."""
+        parents = _DirStack(self.root_fd)
+        written = 0
+        try:
+            while (number := claims.next()) is not None:
+                run = files[number * run_size : (number + 1) * run_size]
+                for job in run:
+                    self._add_file(job, parents)
+                written += len(run)
+        finally:
+            parents.close()
+        return written
+
+    def _add_file(self, job: _FileJob, parents: _DirStack) -> None:
+        try:
+            names = _path_names(job[0])
+            self._write_file(parents.open(names[:-1]), names[-1], job)
+        except OSError as err:
+            raise self._error(job[0], err) from err
+        except ValueError as err:  # e.g. a NUL byte in a name
+            raise self._refuse(job[0], str(err)) from None
+
     def add(self, entry: FileEntry, parents: _DirStack | None = None) -> None:
         try:
             names = _names(entry.path)
         except ValueError as err:
-            raise self._refuse(entry, str(err)) from None
+            raise self._refuse(entry.path, str(err)) from None
         try:
             if not names:
                 if entry.kind is not EntryKind.DIR:
-                    raise self._refuse(entry, f"the root cannot be a {entry.kind}")
+                    raise self._refuse(entry.path, f"the root cannot be a {entry.kind}")
                 self.dirs.append((names, entry))
                 return
             parent = (parents or self.parents).open(names[:-1])
             self._create(parent, names, entry)
         except OSError as err:
-            raise self._error(entry, err) from err
+            raise self._error(entry.path, err) from err
         except ValueError as err:  # e.g. a NUL byte in a link target
-            raise self._refuse(entry, str(err)) from None
+            raise self._refuse(entry.path, str(err)) from None
 
     def _create(self, parent: int, names: Names, entry: FileEntry) -> None:
         name = names[-1]
@@ -364,7 +457,7 @@ class _ChrootWriter:
                 os.mkdir(name, _BUILDING_DIR_MODE, dir_fd=parent)
                 self.dirs.append((names, entry))
             case EntryKind.FILE:
-                self._write_file(parent, name, entry)
+                self._write_file(parent, name, _file_job(entry, self.privileged))
                 self.files.add(str(entry.path))
             case EntryKind.SYMLINK:
                 self._write_symlink(parent, name, entry)
@@ -383,49 +476,53 @@ class _ChrootWriter:
             case EntryKind.SOCKET:
                 pass  # a socket only means something while a process listens on it
 
-    def _write_file(self, parent: int, name: str, entry: FileEntry) -> None:
-        fd = os.open(name, _NEW_FILE_FLAGS, _PRIVATE_MODE, dir_fd=parent)
+    def _write_file(self, parent: int, name: str, job: _FileJob) -> None:
+        path, mode, uid, gid, mtime, size, content, offset, xattrs = job
+        # Set-ID bits go on after chown, which clears them.
+        as_created = mode if not mode & (self._umask | 0o7000) else _PRIVATE_MODE
+        fd = os.open(name, _NEW_FILE_FLAGS, as_created, dir_fd=parent)
         try:
-            self._copy_content(fd, entry)
-            if self.privileged:
-                os.fchown(fd, entry.uid, entry.gid)
-            # After chown, which clears setuid/setgid.
-            os.fchmod(fd, entry.mode)
-            for attribute, value in settable_xattrs(entry, self.privileged):
+            if content is not None:
+                self._copy_content(fd, path, content, offset, size)
+            elif size:
+                raise self._refuse(path, f"no content for its {size} bytes")
+            if self.privileged and (uid, gid) != self._own_ids:
+                os.fchown(fd, uid, gid)
+            if as_created != mode:
+                os.fchmod(fd, mode)
+            for attribute, value in xattrs:
                 os.setxattr(fd, attribute, value)
-            os.utime(fd, (entry.mtime, entry.mtime))
+            os.utime(fd, (mtime, mtime))
         finally:
             os.close(fd)
 
-    def _copy_content(self, dst: int, entry: FileEntry) -> None:
-        content = Content.of(entry)
-        if content is None:
-            if entry.size:
-                raise self._refuse(entry, f"no content for its {entry.size} bytes")
-            return
+    def _copy_content(
+        self, dst: int, path: str, content: str, offset: int | None, size: int
+    ) -> None:
+        where = content if offset is None else f"{content} at {offset}"
         try:
-            src, offset, actual, owned = self.sources.open(content)
+            src, start, actual, owned = self.sources.open(content, offset, size)
         except OSError as err:
             raise self._refuse(
-                entry,
-                f"cannot read {content}: {err.strerror}",
+                path,
+                f"cannot read {where}: {err.strerror}",
                 "its content file is unreadable or was removed while supermin ran",
             ) from err
         try:
-            copied = copy_range(src, dst, offset, entry.size) if actual == entry.size else actual
+            copied = copy_range(src, dst, start, size) if actual == size else actual
         finally:
             if owned:
                 os.close(src)
-        if copied != entry.size:
+        if copied != size:
             raise self._refuse(
-                entry,
-                f"{content} holds {copied} bytes, the entry says {entry.size}",
+                path,
+                f"{where} holds {copied} bytes, the entry says {size}",
                 "a content file changed while supermin ran; build again",
             )
 
     def _write_symlink(self, parent: int, name: str, entry: FileEntry) -> None:
         if not entry.target:
-            raise self._refuse(entry, "a symlink without a target")
+            raise self._refuse(entry.path, "a symlink without a target")
         os.symlink(entry.target, name, dir_fd=parent)
         if self.privileged:
             os.chown(name, entry.uid, entry.gid, dir_fd=parent, follow_symlinks=False)
@@ -436,7 +533,9 @@ class _ChrootWriter:
         """Link to an earlier regular file; the inode already has its metadata."""
         target = PurePosixPath(entry.target or "")
         if str(target) not in self.files:
-            raise self._refuse(entry, f"hardlink to {target}, which is not a file written before")
+            raise self._refuse(
+                entry.path, f"hardlink to {target}, which is not a file written before"
+            )
         target_names = _names(target)
         same_dir = target_names[:-1] == names[:-1]
         source_dir = parent if same_dir else _open_beneath(self.root_fd, target_names[:-1])
@@ -484,7 +583,7 @@ class _ChrootWriter:
                 finally:
                     os.close(fd)
             except OSError as err:
-                raise self._error(entry, err) from err
+                raise self._error(entry.path, err) from err
 
     def _finish_dir(self, fd: int, entry: FileEntry) -> None:
         if self.privileged:
@@ -495,8 +594,57 @@ class _ChrootWriter:
         os.utime(fd, (entry.mtime, entry.mtime))
 
 
+class _Claims:
+    """The numbers of the runs of files, each handed to whichever writer asks first.
+
+    A pipe filled with every number before anyone reads it: Linux reads a
+    pipe under its lock, so a read of one number's four bytes takes exactly
+    one, whichever of the processes sharing the pipe makes it. A writer that
+    is started late or meets slower files simply claims fewer runs; a fixed
+    share for each left one core idle at the end for a sixth of the time.
+    """
+
+    _SIZE = 4
+    LIMIT = select.PIPE_BUF // _SIZE  # every number in one atomic write, which cannot block
+
+    def __init__(self, count: int, writers: int) -> None:
+        if not 0 < count <= self.LIMIT:
+            raise ValueError(f"{count} runs: from 1 to {self.LIMIT}")
+        # Interleaved from `writers` regions of the tree, so that writers
+        # taking turns work in different directories, each of which one
+        # creation at a time may change.
+        region = -(-count // writers)
+        order = [r * region + i for i in range(region) for r in range(writers)]
+        numbers = b"".join(n.to_bytes(self._SIZE, "big") for n in order if n < count)
+        self.fd, feed = os.pipe()
+        try:
+            os.write(feed, numbers)
+        finally:
+            os.close(feed)
+
+    @classmethod
+    def of(cls, fd: int) -> _Claims:
+        """The claims behind a descriptor passed to a helper process."""
+        claims = cls.__new__(cls)
+        claims.fd = fd
+        return claims
+
+    def next(self) -> int | None:
+        """The next unclaimed run, None when none is left."""
+        number = os.read(self.fd, self._SIZE)
+        if not number:
+            return None
+        if len(number) != self._SIZE:
+            raise OSError(errno.EIO, "a run's number was split between writers")
+        return int.from_bytes(number, "big")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
 class _Helpers:
-    """Helper processes, each writing a share of the regular files beside this one.
+    """Helper processes, writing regular files beside this one.
 
     Threads of one process hand the GIL over at each of the ten or so system
     calls a file takes; with two writer threads on two cores that handover
@@ -504,47 +652,51 @@ class _Helpers:
     interpreter (not a fork: copy-on-write faults on this process's heap cost
     more than they save), running this module's _ChrootWriter on a duplicate
     of the same root descriptor, so every safety of the writer holds in it
-    unchanged. It is started before the directories are made, takes in its
-    share meanwhile, and begins when told that they exist.
+    unchanged. It is started before the directories are made, takes in the
+    list of files meanwhile, and when told that the directories exist writes
+    the runs of that list it claims (see _Claims), as this process does.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, run_size: int, claims: _Claims) -> None:
         self.root = root
+        self.run_size = run_size
+        self.claims = claims
         self.processes: list[subprocess.Popen[bytes]] = []
         self.feeders: list[threading.Thread] = []
-        self.shares: list[list[FileEntry]] = []
-        self.own: list[FileEntry] = []
+        self.own = 0  # files this process wrote
+        self.written: list[int] = []  # files each helper wrote, once finished
         self._decision = _STOP
         self._decided = threading.Event()
 
     @classmethod
-    def start(
-        cls, writer: _ChrootWriter, files: Sequence[FileEntry], count: int
-    ) -> _Helpers | None:
-        """`count` helpers fed their shares (this process keeps one); None if none can start."""
+    def start(cls, writer: _ChrootWriter, files: Sequence[_FileJob], count: int) -> _Helpers | None:
+        """`count` helpers fed the list of files; None if none can start."""
         count = min(count, _MAX_HELPERS)
         if count < 1:
             return None
-        helpers = cls(writer.root)
-        # Interleaved contiguous runs: every writer gets parts of every region of the tree.
         writers = count + 1
-        size = max(1, -(-len(files) // (writers * 4)))
-        runs = [files[i : i + size] for i in range(0, len(files), size)]
-        helpers.own = [entry for run in runs[0::writers] for entry in run]
-        for number in range(1, writers):
-            share = [entry for run in runs[number::writers] for entry in run]
-            payload = pickle.dumps(
-                (writer.root_fd, str(writer.root), writer.privileged, share),
-                protocol=pickle.HIGHEST_PROTOCOL,
-            )
+        # Runs of contiguous files keep each writer's open parents useful;
+        # sixteen a writer balance the work to within a few milliseconds.
+        runs = min(_Claims.LIMIT, writers * 16, len(files))
+        run_size = -(-len(files) // runs)
+        claims = _Claims(-(-len(files) // run_size), writers)
+        helpers = cls(writer.root, run_size, claims)
+        payload = pickle.dumps(
+            (writer.root_fd, str(writer.root), writer.privileged, files, run_size, claims.fd),
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+        for _ in range(count):
             process = start_function(
-                "supermin.outputs.chroot", "serve_share", site=False, pass_fds=(writer.root_fd,)
+                "supermin.outputs.chroot",
+                "serve_share",
+                site=False,
+                pass_fds=(writer.root_fd, claims.fd),
             )
             if process is None:
                 helpers.stop()
+                claims.close()
                 return None  # threads write it all
             helpers.processes.append(process)
-            helpers.shares.append(share)
             # A daemon: should this process end unexpectedly, the helper reads EOF and quits.
             feeder = threading.Thread(
                 target=helpers._feed,
@@ -571,7 +723,7 @@ class _Helpers:
                 stdin.close()
 
     def go(self) -> None:
-        """The directories exist: the helpers write their shares."""
+        """The directories exist: the helpers write what they claim."""
         self._decision = _GO
         self._decided.set()
 
@@ -579,7 +731,7 @@ class _Helpers:
         """This process failed: the helpers stop wherever they are."""
         self._decided.set()  # with _STOP
         for process in self.processes:
-            process.kill()  # also ends a feeder still writing a share
+            process.kill()  # also ends a feeder still writing the list
             process.wait()
         for feeder in self.feeders:
             feeder.join()
@@ -601,6 +753,8 @@ class _Helpers:
                 result = json.loads(report)
             except ValueError:
                 result = None
+            if isinstance(result, dict) and isinstance(result.get("written"), int):
+                self.written.append(result["written"])
             if failure is not None:
                 continue
             if isinstance(result, dict) and "error" in result:
@@ -615,22 +769,21 @@ class _Helpers:
 
 
 def serve_share() -> None:
-    """A helper process's main (see _Helpers): write the share sent on standard input."""
+    """A helper process's main (see _Helpers): write the runs of files it claims."""
     # Ctrl-C is for the process that started this one, which then stops it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     source = sys.stdin.buffer
     size = int.from_bytes(source.read(8), "big")
-    root_fd, root, privileged, share = pickle.loads(source.read(size))
+    root_fd, root, privileged, files, run_size, claims_fd = pickle.loads(source.read(size))
     if source.read(1) != _GO:
         return  # the sender failed before the directories were made
     result: dict[str, object]
     try:
         writer = _ChrootWriter(Path(root), privileged, root_fd)
         try:
-            writer._add_run(share, threading.Event())
+            result = {"written": writer.add_claimed(files, run_size, _Claims.of(claims_fd))}
         finally:
             writer.close()
-        result = {"written": len(share)}
     except OutputError as err:
         result = {"error": err.message, "hint": err.hint}
     sys.stdout.buffer.write(json.dumps(result).encode())
