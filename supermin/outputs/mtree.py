@@ -81,10 +81,6 @@ def quote(text: str) -> str:
     return _UNSAFE.sub(lambda m: f"\\{m[0][0]:03o}".encode("ascii"), raw).decode("ascii")
 
 
-# Owner names repeat on every line: quoted once each.
-_quote_name = functools.lru_cache(maxsize=1024)(quote)
-
-
 def _lines(entries: Sequence[FileEntry]) -> list[str]:
     # Paths as text: a PurePosixPath's hash is a Python method, a string's is C.
     links = Counter(
@@ -128,26 +124,27 @@ def _link_words(target: str, sets: dict[str, tuple[FileEntry, int]], links: Coun
 
 def _line(entry: FileEntry, *, name: PurePosixPath | None = None, extra: str = "") -> str:
     relative = str(name or entry.path).lstrip("/")
-    words = [
-        quote("./" + relative) if relative else ".",
-        f"type={_TYPE_WORDS[entry.kind]}",
-        f"mode={entry.mode:04o}",
-        f"uid={entry.uid}",
-        f"gid={entry.gid}",
-    ]
-    if entry.user:
-        words.append(f"uname={_quote_name(entry.user)}")
-    if entry.group:
-        words.append(f"gname={_quote_name(entry.group)}")
+    head = _head(entry.kind, entry.mode, entry.uid, entry.gid, entry.user, entry.group)
     # seconds.nanoseconds, as mtree(8) and libarchive write it.
-    words.append(f"time={entry.mtime}.0")
+    line = f"{quote('./' + relative) if relative else '.'} {head} time={entry.mtime}.0"
     if entry.kind in (EntryKind.FILE, EntryKind.HARDLINK):
-        words.append(f"size={entry.size}")
+        line += f" size={entry.size}"
     elif entry.kind is EntryKind.SYMLINK:
-        words.append(f"link={quote(entry.target or '')}")
+        line += f" link={quote(entry.target or '')}"
     elif entry.kind in (EntryKind.CHAR, EntryKind.BLOCK):
-        words.append(f"device=native,{entry.rdev[0]},{entry.rdev[1]}")
-    return " ".join(words) + extra + "\n"
+        line += f" device=native,{entry.rdev[0]},{entry.rdev[1]}"
+    return line + extra + "\n"
+
+
+@functools.lru_cache(maxsize=4096)
+def _head(kind: EntryKind, mode: int, uid: int, gid: int, user: str, group: str) -> str:
+    """The words a line's type, mode and owners make: the same on most lines of a tree."""
+    words = [f"type={_TYPE_WORDS[kind]}", f"mode={mode:04o}", f"uid={uid}", f"gid={gid}"]
+    if user:
+        words.append(f"uname={quote(user)}")
+    if group:
+        words.append(f"gname={quote(group)}")
+    return " ".join(words)
 
 
 # ------------------------------------------------------------------ reading back
