@@ -44,7 +44,7 @@ _BUILDING_DIR_MODE = 0o700
 _PRIVATE_MODE = 0o600
 _OPEN_PACKS = 256  # descriptors kept open by _Sources, well below a default limit of 1024
 _HOSTILE = "the entry list is corrupt or hostile"
-# From this many regular files on, helper processes write shares of them (see
+# From this many regular files on, helper processes write runs of them (see
 # _Helpers); below it, starting one (~0.05 s) would cost more than it saves.
 HELPER_THRESHOLD = 2000
 _MAX_HELPERS = 7
@@ -688,7 +688,7 @@ class _Helpers:
         for _ in range(count):
             process = start_function(
                 "supermin.outputs.chroot",
-                "serve_share",
+                "serve_files",
                 site=False,
                 pass_fds=(writer.root_fd, claims.fd),
             )
@@ -768,7 +768,7 @@ class _Helpers:
             raise failure
 
 
-def serve_share() -> None:
+def serve_files() -> None:
     """A helper process's main (see _Helpers): write the runs of files it claims."""
     # Ctrl-C is for the process that started this one, which then stops it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
