@@ -50,7 +50,7 @@ HELPER_THRESHOLD = 2000
 _MAX_HELPERS = 7
 _GO, _STOP = b"g", b"s"
 
-Names = tuple[str, ...]
+Names = list[str]
 
 
 def write_chroot(
@@ -130,18 +130,6 @@ def dropped_xattrs(entries: Sequence[FileEntry], *, privileged: bool | None = No
     ]
 
 
-def _names(path: PurePosixPath) -> Names:
-    """The components of an absolute image path, refusing any that could climb out."""
-    parts = path.parts
-    if not parts or parts[0] != "/":
-        raise ValueError(f"{str(path)!r} is not an absolute image path")
-    names = parts[1:]
-    for name in names:
-        if name in (".", "..") or "\0" in name:
-            raise ValueError(f"{str(path)!r} has a {name!r} component")
-    return names
-
-
 # A regular file to write, as plain values: (path, mode, uid, gid, mtime,
 # size, content file or None, offset in it or None, the xattrs the writer can
 # set). Plain so that a helper process takes it in at once: FileEntry records
@@ -166,10 +154,16 @@ def _file_job(entry: FileEntry, privileged: bool) -> _FileJob:
     )
 
 
-def _path_names(path: str) -> list[str]:
-    """_names of a path given as text, checked with string searches."""
+def _path_names(path: str) -> Names:
+    """The components of an absolute image path below the root, given as text,
+    refusing any that could climb out.
+
+    Checked with string searches, not component by component: this runs for
+    every file, in every writer.
+    """
     if not path.startswith("/") or path == "/":
         raise ValueError(f"{path!r} is not an absolute image path below the root")
+    names = path[1:].split("/")
     if (
         "\0" in path
         or "//" in path
@@ -177,8 +171,9 @@ def _path_names(path: str) -> list[str]:
         or "/../" in path
         or path.endswith(("/", "/.", "/.."))
     ):
-        raise ValueError(f"{path!r} has an empty, '.', '..' or NUL component")
-    return path[1:].split("/")
+        bad = next(name for name in names if name in ("", ".", "..") or "\0" in name)
+        raise ValueError(f"{path!r} has a {bad!r} component")
+    return names
 
 
 def _open_beneath(root_fd: int, names: Names) -> int:
@@ -433,8 +428,9 @@ class _ChrootWriter:
             raise self._refuse(job[0], str(err)) from None
 
     def add(self, entry: FileEntry, parents: _DirStack | None = None) -> None:
+        path = str(entry.path)
         try:
-            names = _names(entry.path)
+            names = [] if path == "/" else _path_names(path)
         except ValueError as err:
             raise self._refuse(entry.path, str(err)) from None
         try:
@@ -536,7 +532,7 @@ class _ChrootWriter:
             raise self._refuse(
                 entry.path, f"hardlink to {target}, which is not a file written before"
             )
-        target_names = _names(target)
+        target_names = _path_names(str(target))
         same_dir = target_names[:-1] == names[:-1]
         source_dir = parent if same_dir else _open_beneath(self.root_fd, target_names[:-1])
         try:
