@@ -53,9 +53,14 @@ def _join(base: list[str], target: str) -> list[str]:
     return parts
 
 
-def _in_path_order(text: str) -> list[str]:
-    """A sort key putting image paths in PurePosixPath.parts order ("/a/b" before "/a-b")."""
-    return text.split("/")
+def _in_path_order(text: str) -> str:
+    """A sort key putting image paths in PurePosixPath.parts order ("/a/b" before "/a-b").
+
+    Comparing the components one by one is comparing the text with "/" made the
+    smallest character, NUL, which no path holds: one string per path instead
+    of a list (the merge's two sorts of 13,000 paths took 3x longer that way).
+    """
+    return text.replace("/", "\0")
 
 
 class _Tree:
@@ -204,11 +209,14 @@ def _link_hardlinks(tree: _Tree, originals: dict[str, FileEntry]) -> None:
             )
 
 
-def _add_parents(tree: _Tree) -> None:
+def _add_parents(tree: _Tree) -> list[str]:
+    """Give every entry its missing parent directories; the paths, sorted, after that."""
     # Nearly every entry's parent is already a directory: check that on strings
     # and build parent paths only for the rest.
     dirs = {p for p, e in tree.entries.items() if e.kind is EntryKind.DIR}
-    for text in sorted(tree.entries, key=_in_path_order):
+    order = sorted(tree.entries, key=_in_path_order)
+    count = len(order)
+    for text in order:
         if text != "/" and (text[: text.rfind("/")] or "/") in dirs:
             continue
         child = tree.entries[text]
@@ -228,6 +236,7 @@ def _add_parents(tree: _Tree) -> None:
                 )
             else:
                 break  # its own parents were handled when it was seen
+    return order if len(tree.entries) == count else sorted(tree.entries, key=_in_path_order)
 
 
 def merge(
@@ -247,10 +256,7 @@ def merge(
     tree.entries.setdefault("/", FileEntry(ROOT, EntryKind.DIR, 0o755, origin="supermin"))
     _relocate(tree)
     _link_hardlinks(tree, originals)
-    _add_parents(tree)
-    entries = [
-        entry for _, entry in sorted(tree.entries.items(), key=lambda i: _in_path_order(i[0]))
-    ]
+    entries = [tree.entries[path] for path in _add_parents(tree)]
     if source_date_epoch is not None:
         entries = [
             dataclasses.replace(e, mtime=source_date_epoch) if e.mtime > source_date_epoch else e

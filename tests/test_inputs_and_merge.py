@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import os
 import subprocess
 import tarfile
@@ -146,6 +147,21 @@ def test_merge_orders_by_path_components_not_by_text(tmp_path: Path) -> None:
     assert merged[2].kind is EntryKind.FILE and merged[2].content == content
     assert (merged[4].kind, merged[4].target) == (EntryKind.HARDLINK, "/a/b")
     assert all(isinstance(e.path, PurePosixPath) for e in merged)
+
+
+def test_merge_order_is_the_order_of_path_components_for_any_names() -> None:
+    """Names holding characters below '/' (control characters, space, '!', '-', '.'),
+    prefixes of each other and non-ASCII: the merged order is PurePosixPath.parts order."""
+    names = ["a", "a b", "a!", "a-b", "a.b", "a\x01", "ab", "é", "a\tz", "B", "0"]
+    paths = {"/" + "/".join(parts) for parts in itertools.product(names, repeat=2)}
+    paths |= {"/" + name for name in names}
+    entries = [
+        FileEntry(PurePosixPath(p), EntryKind.DIR, 0o755) if p.count("/") == 1 else _file(p)
+        for p in sorted(paths, reverse=True)
+    ]
+    merged = [e.path for e in merge([Layer(entries)])]
+    assert merged == sorted(merged, key=lambda p: p.parts)
+    assert len(merged) == len(paths) + 1  # and the root
 
 
 def test_file_where_a_directory_is_needed_is_an_error() -> None:

@@ -120,12 +120,13 @@ def _conffile_hashes(contents: PackageContents) -> list[tuple[str, str]]:
     return result
 
 
-def status_stanza(contents: PackageContents) -> str:
-    fields = [
-        (name, value)
-        for name, value in control_fields(contents.control_files["control"])
-        if name.lower() not in _DROPPED
-    ]
+def status_stanza(
+    contents: PackageContents, control: Sequence[tuple[str, str]] | None = None
+) -> str:
+    """The package's stanza in dpkg's status file; `control`: its control fields, if parsed."""
+    if control is None:
+        control = control_fields(contents.control_files["control"])
+    fields = [(name, value) for name, value in control if name.lower() not in _DROPPED]
     fields.append(("Status", "install ok unpacked"))
     conffiles = _conffile_hashes(contents)
     if conffiles:
@@ -206,7 +207,7 @@ def _database_entries(
         arch = _field(fields, "Architecture")
         if arch != "all" and arch not in arches:
             arches.append(arch)
-        stanzas.append((_field(fields, "Package"), arch, status_stanza(contents)))
+        stanzas.append((_field(fields, "Package"), arch, status_stanza(contents, fields)))
         add(INFODIR / f"{name}.list", file_list(contents).encode())
         for member, data in sorted(contents.control_files.items()):
             if member != "control":
