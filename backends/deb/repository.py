@@ -24,6 +24,9 @@ from supermin.backends.deb.relations import (
 )
 from supermin.packages import Package, Relation, Requirement
 
+# A package's Conflicts and Breaks relations, with the names they are about.
+_Conflicts = tuple[tuple[Relation, ...], frozenset[str]]
+
 _PRIORITY_RANK = {"required": 0, "important": 1, "standard": 2, "optional": 3, "extra": 4}
 
 
@@ -82,7 +85,7 @@ class DebRepository:
         self._candidates: dict[Relation, list[Package]] = {}
         # The resolver asks whether each candidate conflicts with every chosen
         # package: tens of thousands of pairs, each side's fields parsed once.
-        self._conflicts_of: dict[Package, tuple[Relation, ...]] = {}
+        self._conflicts_of: dict[Package, _Conflicts] = {}
         self._names_of: dict[Package, frozenset[str]] = {}
 
     def _named(self, name: str) -> list[Package]:
@@ -181,34 +184,43 @@ class DebRepository:
         (24,500 pairs for libguestfs's appliance); most packages declare no
         Conflicts or Breaks, and one loop here skips them at a dict lookup each.
         """
-        mine = self._conflict_relations(package)
+        # A relation can only be met by a package it names, itself or by what it
+        # provides: for nearly every pair no name is shared, which one set
+        # operation on the names tells, before any version is compared.
+        mine, my_targets = self._conflict_relations(package)
+        my_names = self._names(package)
         known = self._conflicts_of
         for other in others:
             if other.name == package.name:
                 continue
-            theirs = known.get(other)
-            if theirs is None:
-                theirs = self._conflict_relations(other)
-            if mine and self._declares(mine, other):
+            conflicts = known.get(other)
+            theirs, their_targets = conflicts or self._conflict_relations(other)
+            if mine and not my_targets.isdisjoint(self._names(other)) and self._met(mine, other):
                 return True
-            if theirs and self._declares(theirs, package):
+            if theirs and not their_targets.isdisjoint(my_names) and self._met(theirs, package):
                 return True
         return False
 
-    def _conflict_relations(self, package: Package) -> tuple[Relation, ...]:
-        relations = self._conflicts_of.get(package)
-        if relations is None:
+    def _conflict_relations(self, package: Package) -> _Conflicts:
+        conflicts = self._conflicts_of.get(package)
+        if conflicts is None:
             raw = ", ".join(
                 package.fields[name] for name in ("Conflicts", "Breaks") if name in package.fields
             )
-            relations = self._conflicts_of[package] = parse_flat(raw) if raw else ()
-        return relations
+            relations = parse_flat(raw) if raw else ()
+            targets = frozenset(relation.name for relation in relations)
+            conflicts = self._conflicts_of[package] = (relations, targets)
+        return conflicts
 
-    def _declares(self, relations: tuple[Relation, ...], other: Package) -> bool:
-        """Whether one of a package's Conflicts/Breaks `relations` is met by `other`."""
-        # satisfies() needs the relation to name `other` or something it provides.
-        names = self._names_of.get(other)
+    def _names(self, package: Package) -> frozenset[str]:
+        """The package's name and every name it provides."""
+        names = self._names_of.get(package)
         if names is None:
-            provided = (relation.name for relation in self.provides(other))
-            names = self._names_of[other] = frozenset((other.name, *provided))
+            provided = (relation.name for relation in self.provides(package))
+            names = self._names_of[package] = frozenset((package.name, *provided))
+        return names
+
+    def _met(self, relations: tuple[Relation, ...], other: Package) -> bool:
+        """Whether one of a package's Conflicts/Breaks `relations` is met by `other`."""
+        names = self._names(other)
         return any(self.satisfies(other, rel) for rel in relations if rel.name in names)
