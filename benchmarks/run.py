@@ -18,6 +18,7 @@ interpreter, the writers are imported from the same installation.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import functools
 import importlib.util
@@ -28,6 +29,7 @@ import stat
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -211,23 +213,32 @@ def clear_aside(pause: bool) -> None:
 # files: the next run into that directory waits out the same minute (see
 # fresh()) before its first row. Without it, a second run started at once
 # measured the dpkg-deb loop of row pool-chroot-cold at 12-16 s, not 8 s:
-# in ours' favour.
+# in ours' favour. A run into another results directory is slowed just the
+# same (the inode tables are the file system's, not a directory's): the mark
+# is left in the temporary directory too, where every run looks.
 _DELETED_MARK = ".work-deleted"
+TEMP_DIR = Path(tempfile.gettempdir())
+
+
+def _deleted_marks(out: Path) -> list[Path]:
+    return [out / _DELETED_MARK, TEMP_DIR / f"supermin-benchmark-{os.getuid()}{_DELETED_MARK}"]
 
 
 def remove_work(work: Path) -> None:
-    """Delete a run's work tree; after many files, leave the mark beside it."""
+    """Delete a run's work tree; after many files, leave the marks (beside it and in /tmp)."""
     if remove_trees([work]) >= _MANY_FILES:
-        (work.parent / _DELETED_MARK).touch()
+        for mark in _deleted_marks(work.parent):
+            mark.touch()
 
 
 def wait_for_deleted(out: Path) -> None:
-    """Let ext4 forget the inodes an earlier run into `out` deleted less than a minute ago."""
-    try:
-        age = time.time() - (out / _DELETED_MARK).stat().st_mtime
-    except FileNotFoundError:
-        return
-    if 0 <= age < _RECENTLY_DELETED:
+    """Let ext4 forget the inodes a run deleted less than a minute ago (into `out` or not)."""
+    ages = []
+    for mark in _deleted_marks(out):
+        with contextlib.suppress(FileNotFoundError):
+            ages.append(time.time() - mark.stat().st_mtime)
+    age = min((a for a in ages if a >= 0), default=None)
+    if age is not None and age < _RECENTLY_DELETED:
         say(f"a run deleted its work tree {age:.0f} s ago; waiting {_RECENTLY_DELETED - age:.0f} s")
         time.sleep(_RECENTLY_DELETED - age)
 

@@ -149,22 +149,29 @@ def test_a_run_waits_out_the_mass_delete_of_the_one_before(
     harness = _harness(monkeypatch)
     slept: list[float] = []
     monkeypatch.setattr(harness.time, "sleep", slept.append)
+    monkeypatch.setattr(harness, "TEMP_DIR", tmp_path)
     few, many = tmp_path / "few" / "work", tmp_path / "many" / "work"
     for work, count in ((few, 10), (many, harness._MANY_FILES)):
         work.mkdir(parents=True)
         for n in range(count):
             (work / str(n)).touch()
-        harness.remove_work(work)
-        assert not work.exists()
+    harness.remove_work(few)
     harness.wait_for_deleted(few.parent)
-    assert slept == [] and not (few.parent / ".work-deleted").exists()
+    assert not few.exists() and slept == [] and not (few.parent / ".work-deleted").exists()
+    harness.remove_work(many)
+    assert not many.exists()
     harness.wait_for_deleted(many.parent)
     assert len(slept) == 1 and 55 < slept[0] <= harness._RECENTLY_DELETED
     assert "deleted its work tree 0 s ago" in capsys.readouterr().err
+    # A run into another results directory waits as long: the file system is the same.
+    harness.wait_for_deleted(few.parent)
+    assert len(slept) == 2 and 55 < slept[1] <= harness._RECENTLY_DELETED
     long_ago = time.time() - harness._RECENTLY_DELETED - 1
-    os.utime(many.parent / ".work-deleted", (long_ago, long_ago))
+    for mark in (many.parent / ".work-deleted", *tmp_path.glob("supermin-benchmark-*")):
+        os.utime(mark, (long_ago, long_ago))
     harness.wait_for_deleted(many.parent)
-    assert len(slept) == 1
+    harness.wait_for_deleted(few.parent)
+    assert len(slept) == 2
 
 
 def test_a_set_aside_tree_gives_back_its_pages_and_keeps_its_inodes(
