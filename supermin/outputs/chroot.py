@@ -287,6 +287,11 @@ def _hint(err: OSError, privileged: bool) -> str:
     return ""
 
 
+def _span(content: str, offset: int | None) -> str:
+    """Where a file's bytes are, for a message: a whole file, or a pack at an offset."""
+    return content if offset is None else f"{content} at {offset}"
+
+
 def _umask() -> int:
     """This process's umask, read without setting it (os.umask would, for every thread)."""
     try:
@@ -495,13 +500,12 @@ class _ChrootWriter:
     def _copy_content(
         self, dst: int, path: str, content: str, offset: int | None, size: int
     ) -> None:
-        where = content if offset is None else f"{content} at {offset}"
         try:
             src, start, actual, owned = self.sources.open(content, offset, size)
         except OSError as err:
             raise self._refuse(
                 path,
-                f"cannot read {where}: {err.strerror}",
+                f"cannot read {_span(content, offset)}: {err.strerror}",
                 "its content file is unreadable or was removed while supermin ran",
             ) from err
         try:
@@ -512,7 +516,7 @@ class _ChrootWriter:
         if copied != size:
             raise self._refuse(
                 path,
-                f"{where} holds {copied} bytes, the entry says {size}",
+                f"{_span(content, offset)} holds {copied} bytes, the entry says {size}",
                 "a content file changed while supermin ran; build again",
             )
 
